@@ -1,0 +1,445 @@
+"""The local scorer: a sentence-transformers ``CrossEncoder`` in this process.
+
+One loaded model per (model, device, dtype, backend, max_length, trust_remote_code) in a
+process, shared by every scorer that asks for the same thing; loading is lazy and
+thread-safe. Each call tokenises every distinct text once, splits texts longer than the
+model window into overlapping windows (or truncates them, with a warning), orders all
+(query, window) pairs by token length and scores them in token-budget batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._scores import Scores
+from .exceptions import ModelLoadError, TruncationWarning, WindowCapWarning
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+__all__ = ["CrossEncoderScorer", "DEFAULT_MODEL", "clear_model_cache", "loaded_models"]
+
+logger = logging.getLogger("ce_rerank")
+
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+LongText = Literal["window", "truncate"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"``: cuda, then mps, then cpu. Anything else is passed through."""
+    if device not in (None, "auto"):
+        return str(device)
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` is float16 on CUDA and exact float32 elsewhere."""
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got {dtype!r}")
+    if dtype == "auto":
+        return "float16" if device.startswith("cuda") else "float32"
+    if dtype == "float16" and not device.startswith("cuda"):
+        raise ValueError(f"dtype='float16' needs a CUDA device (device is {device!r}); use dtype='bfloat16' on CPU")
+    return dtype
+
+
+@dataclass
+class _LoadedModel:
+    """A loaded cross-encoder and what every call needs to know about it."""
+
+    model: CrossEncoder
+    device: str
+    dtype: str
+    max_length: int
+    num_labels: int
+    lock: threading.Lock
+
+
+_registry: dict[tuple[Any, ...], _LoadedModel] = {}
+_registry_lock = threading.Lock()
+_key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def loaded_models() -> int:
+    """How many distinct models this process holds (one per configuration)."""
+    with _registry_lock:
+        return len(_registry)
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model (the next call loads again)."""
+    with _registry_lock:
+        _registry.clear()
+        _key_locks.clear()
+
+
+def _get_model(key: tuple[Any, ...]) -> _LoadedModel:
+    with _registry_lock:
+        hit = _registry.get(key)
+        if hit is not None:
+            return hit
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one loader per key; other keys load in parallel
+        with _registry_lock:
+            hit = _registry.get(key)
+        if hit is None:
+            hit = _load(*key)
+            with _registry_lock:
+                _registry[key] = hit
+        return hit
+
+
+def _load(
+    model: str, device: str, dtype: str, backend: str, max_length: int | None, trust_remote_code: bool
+) -> _LoadedModel:
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise ImportError("ce-rerank needs sentence-transformers: pip install ce-rerank") from exc
+
+    logger.info("loading cross-encoder %s on %s (%s, %s)", model, device, dtype, backend)
+    try:
+        ce = CrossEncoder(
+            model,
+            device=device,
+            backend=backend,  # type: ignore[arg-type]
+            trust_remote_code=trust_remote_code,
+            max_length=max_length,
+        )
+    except Exception as exc:
+        raise _load_error(model, exc, trust_remote_code=trust_remote_code) from exc
+
+    config = getattr(ce.model, "config", None)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and all(a.endswith("Model") for a in architectures):
+        raise ModelLoadError(
+            model,
+            f"it is a bare encoder ({', '.join(architectures)}), e.g. an embedding model, with no trained "
+            "relevance head: scores would come from randomly initialised weights",
+            "use a cross-encoder (a *ForSequenceClassification model trained for reranking), "
+            "e.g. cross-encoder/ms-marco-MiniLM-L-6-v2",
+        )
+    num_labels = int(ce.num_labels)
+    if num_labels not in (1, 2):
+        raise ModelLoadError(
+            model,
+            f"the model has {num_labels} outputs; a reranker has one (a relevance logit) or two "
+            "(not relevant / relevant)",
+            "use a cross-encoder trained for reranking",
+        )
+    tokenizer = ce.tokenizer
+    if tokenizer is None:
+        raise ModelLoadError(model, "the model has no text tokenizer", "use a text cross-encoder")
+    effective = max_length or int(getattr(ce, "max_seq_length", None) or tokenizer.model_max_length)
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if effective > 100_000 and positions:  # tokenizer without a limit: the model's positions decide
+        effective = positions
+    if getattr(ce, "max_seq_length", None) != effective:
+        ce.max_seq_length = effective
+    ce.eval()
+    return _LoadedModel(
+        model=ce, device=device, dtype=dtype, max_length=effective, num_labels=num_labels, lock=threading.Lock()
+    )
+
+
+def _load_error(model: str, exc: BaseException, *, trust_remote_code: bool) -> ModelLoadError:
+    text = f"{type(exc).__name__}: {exc}"
+    looks_local = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
+    if "trust_remote_code" in text and not trust_remote_code:
+        return ModelLoadError(
+            model,
+            "the model ships its own Python code, which ce-rerank does not run unless told to",
+            "pass trust_remote_code=True if you have read and trust that code",
+        )
+    if os.path.isdir(os.path.expanduser(model)):
+        return ModelLoadError(
+            model,
+            f"the directory exists but holds no loadable cross-encoder ({text})",
+            "point model= at a directory written by CrossEncoder.save_pretrained or downloaded from the hub, "
+            "with config.json, the weights and the tokenizer files",
+        )
+    if looks_local:
+        return ModelLoadError(
+            model, "no such directory", "check the path, or give a Hugging Face hub id such as "
+            "'cross-encoder/ms-marco-MiniLM-L-6-v2'"
+        )
+    return ModelLoadError(
+        model,
+        f"it is not a local directory and could not be fetched from the Hugging Face hub ({text})",
+        "check the model id; if this machine cannot reach the hub, download the model where it can "
+        "(CrossEncoder(id).save_pretrained(dir)), copy the directory here and pass model=<that directory>",
+    )
+
+
+@dataclass
+class _Pair:
+    doc: int
+    span: tuple[int, int] | None  # character span of a window; None: the whole text
+    length: int  # tokens, special tokens included
+
+
+class CrossEncoderScorer:
+    """Scores (query, text) pairs with a local sentence-transformers ``CrossEncoder``.
+
+    Args:
+        model: a Hugging Face hub id or a local directory.
+        device: ``"auto"``/``None`` (cuda, then mps, then cpu) or a torch device string.
+        dtype: ``"auto"`` (float16 on CUDA, exact float32 elsewhere), ``"float32"``,
+            ``"bfloat16"`` or ``"float16"``; lower precisions run under autocast.
+        batch_size: most pairs per forward pass.
+        max_batch_tokens: most padded tokens per forward pass; long pairs get smaller batches.
+        max_length: the model window in tokens (query, text and special tokens); default: the model's.
+        long_text: ``"window"`` (default): a text longer than the window is split into
+            overlapping windows, each is scored and the best counts (MaxP); ``"truncate"``:
+            it is cut at the window, with one warning per call counting the cut texts.
+        window_tokens: tokens of text per window (passage-sized; capped by the model window).
+        window_stride: tokens between window starts; default half a window.
+        max_windows: most windows per text; past it the windows are spread evenly over the
+            whole text (gaps between them) and a ``WindowCapWarning`` is issued.
+        backend: sentence-transformers backend: ``"torch"``, ``"onnx"`` or ``"openvino"``.
+        trust_remote_code: run code shipped with the model; off unless you ask.
+
+    Example:
+        >>> scorer = CrossEncoderScorer("cross-encoder/ms-marco-MiniLM-L-6-v2")  # doctest: +SKIP
+        >>> scorer.score("capital of France", ["Paris is the capital.", "Bananas."]).relevance  # doctest: +SKIP
+        [0.99, 0.0001]
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str | None = "auto",
+        dtype: Dtype = "auto",
+        batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        max_length: int | None = None,
+        long_text: LongText = "window",
+        window_tokens: int = 192,
+        window_stride: int | None = None,
+        max_windows: int = 64,
+        backend: str = "torch",
+        trust_remote_code: bool = False,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model must be a hub id or a local directory, got an empty value")
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("max_batch_tokens", max_batch_tokens, 1),
+            ("window_tokens", window_tokens, 8),
+            ("max_windows", max_windows, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 16):
+            raise ValueError(f"max_length must be an integer >= 16 or None (the model's own), got {max_length!r}")
+        if window_stride is not None and not (1 <= window_stride):
+            raise ValueError(f"window_stride must be >= 1 or None (half a window), got {window_stride!r}")
+        if long_text not in ("window", "truncate"):
+            raise ValueError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
+        if backend not in ("torch", "onnx", "openvino"):
+            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
+        self.model_name = model
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_length = max_length
+        self.long_text = long_text
+        self.window_tokens = window_tokens
+        self.window_stride = window_stride
+        self.max_windows = max_windows
+        self.backend = backend
+        self.trust_remote_code = bool(trust_remote_code)
+
+    def __repr__(self) -> str:
+        return (
+            f"CrossEncoderScorer(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype!r}, "
+            f"long_text={self.long_text!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self.model_name
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.model_name, self.device, self.dtype, self.backend, self.max_length, self.trust_remote_code)
+
+    def load(self) -> _LoadedModel:
+        """Load (or fetch from the process-wide cache) the model; called lazily by :meth:`score`."""
+        return _get_model(self._key())
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _plan(self, lm: _LoadedModel, query: str, texts: list[str]) -> tuple[list[_Pair], int, int, int]:
+        """Tokenise each text once and turn it into (query, span) pairs with token lengths."""
+        tok = lm.model.tokenizer
+        assert tok is not None  # checked at load
+        specials = tok.num_special_tokens_to_add(pair=True)
+        q_len = len(tok(query, add_special_tokens=False, verbose=False)["input_ids"])
+        # The tokenizer cuts the longer side first ("longest_first"): the query keeps at most half.
+        q_len = min(q_len, lm.max_length // 2)
+        budget = max(lm.max_length - q_len - specials, 1)
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        window = min(self.window_tokens, budget)
+        stride = min(self.window_stride or max(window // 2, 1), window)
+        pairs: list[_Pair] = []
+        truncated = windowed = capped = 0
+        for doc, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+            n = len(ids)
+            if n <= budget:
+                pairs.append(_Pair(doc, None, q_len + n + specials))
+                continue
+            if self.long_text == "truncate":
+                truncated += 1
+                pairs.append(_Pair(doc, None, lm.max_length))
+                continue
+            windowed += 1
+            starts = list(range(0, n - window + 1, stride))
+            if starts[-1] + window < n:
+                starts.append(n - window)
+            if len(starts) > self.max_windows:
+                capped += 1
+                last = n - window
+                k = self.max_windows
+                starts = sorted({round(j * last / (k - 1)) for j in range(k)}) if k > 1 else [0]
+            for s in starts:
+                span = (int(offsets[s][0]), int(offsets[s + window - 1][1]))
+                pairs.append(_Pair(doc, span, q_len + window + specials))
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(texts)} documents were longer than the model's {lm.max_length}-token "
+                "window and were truncated (long_text='truncate'); use long_text='window' to score them whole",
+                TruncationWarning,
+                stacklevel=4,
+            )
+        if capped:
+            warnings.warn(
+                f"{capped} of {len(texts)} documents needed more than max_windows={self.max_windows} windows; "
+                "their windows were spread evenly over the text, leaving gaps. Raise max_windows to cover them "
+                "fully, or split such documents before reranking",
+                WindowCapWarning,
+                stacklevel=4,
+            )
+        return pairs, truncated, windowed, len(pairs)
+
+    def _batches(self, pairs: list[_Pair]) -> Iterator[list[int]]:
+        """Pair indices, longest first, in batches bounded by pairs and by padded tokens."""
+        order = sorted(range(len(pairs)), key=lambda i: -pairs[i].length)
+        batch: list[int] = []
+        for i in order:
+            longest = pairs[batch[0]].length if batch else pairs[i].length
+            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * longest > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    # -- scoring -----------------------------------------------------------------------
+
+    def _autocast(self, lm: _LoadedModel) -> contextlib.AbstractContextManager[Any]:
+        if lm.dtype == "float32":
+            return contextlib.nullcontext()
+        import torch
+
+        device_type = lm.device.split(":", 1)[0]
+        return torch.autocast(device_type=device_type, dtype=getattr(torch, lm.dtype))
+
+    def _forward(self, lm: _LoadedModel, query: str, texts: list[str]) -> torch.Tensor:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        ce = lm.model
+        features = ce.preprocess([(query, t) for t in texts])
+        features = batch_to_device(features, lm.device)
+        with torch.inference_mode(), self._autocast(lm):
+            logits = ce(features)["scores"]
+        logits = logits.float().reshape(len(texts), -1)
+        if lm.num_labels == 2:
+            return (logits[:, 1] - logits[:, 0]).cpu()
+        return logits[:, 0].cpu()
+
+    def score(self, query: str, texts: Sequence[str]) -> Scores:
+        """Score every text against the query; one entry per text, in input order.
+
+        Raises:
+            ValueError: the query is empty, or a text is not a string.
+            ModelLoadError: the model cannot be loaded.
+        """
+        texts = check_inputs(query, texts)
+        if not texts:
+            return Scores(relevance=[], raw=[])
+        lm = self.load()
+        unique = list(dict.fromkeys(texts))  # identical texts are scored once
+        pairs, truncated, windowed, _ = self._plan(lm, query, unique)
+        raw = [0.0] * len(pairs)
+        n_batches = 0
+        import torch
+
+        with lm.lock:  # one forward pass at a time per model: threads would only contend for cores
+            for batch in self._batches(pairs):
+                chunk = []
+                for i in batch:
+                    p = pairs[i]
+                    text = unique[p.doc]
+                    chunk.append(text if p.span is None else text[p.span[0] : p.span[1]])
+                out = self._forward(lm, query, chunk)
+                for i, v in zip(batch, out.tolist()):
+                    raw[i] = v
+                n_batches += 1
+        best_raw = [float("-inf")] * len(unique)
+        best_span: list[tuple[int, int] | None] = [None] * len(unique)
+        for p, r in zip(pairs, raw):
+            if r > best_raw[p.doc]:
+                best_raw[p.doc], best_span[p.doc] = r, p.span
+        # relevance in float32 through torch, exactly as CrossEncoder.predict's Sigmoid computes it
+        rel = torch.sigmoid(torch.tensor(best_raw, dtype=torch.float32)).tolist()
+        where = {t: i for i, t in enumerate(unique)}
+        idx = [where[t] for t in texts]
+        return Scores(
+            relevance=[rel[i] for i in idx],
+            raw=[best_raw[i] for i in idx],
+            spans=[best_span[i] for i in idx],
+            pairs=len(pairs),
+            batches=n_batches,
+            truncated=truncated,
+            windowed=windowed,
+        )
+
+    async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
+        """Score in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.score, query, texts)
+
+
+def check_inputs(query: str, texts: Sequence[str]) -> list[str]:
+    """Validate a call's inputs; return the texts as a list."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty: pass the user's question or search string to rerank against")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, got a single string: wrap it in a list")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}")
+    return out
+

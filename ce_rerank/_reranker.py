@@ -1,0 +1,232 @@
+"""The reranker: a scorer plus the ranking policy plus logging. Adapters call this."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._local import DEFAULT_MODEL, CrossEncoderScorer, check_inputs
+from ._ranking import RankedCandidate, rank, validate_policy
+from ._scores import Scorer, Scores
+
+__all__ = ["Reranker", "RerankerSettings"]
+
+logger = logging.getLogger("ce_rerank")
+
+
+def short_id(text: str) -> str:
+    """A short, stable id for a text, for DEBUG logs (the text itself is never logged)."""
+    return "t:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+class Reranker:
+    """Scores candidates with a :class:`Scorer` and orders them by the ranking policy.
+
+    Args:
+        scorer: what scores (query, text) pairs; the local cross-encoder by default.
+        top_n: keep at most this many (``None``: keep all).
+        min_score: drop candidates whose ``relevance_score`` is below this.
+        fusion: ``"rrf"`` to fuse the cross-encoder's order with the retriever's.
+        rrf_k: the RRF constant (ranks from 1).
+        rrf_weights: RRF weights (retriever, cross-encoder).
+
+    Example:
+        >>> from ce_rerank import Reranker, Scores
+        >>> class Fake:
+        ...     name = "fake"
+        ...     def score(self, query, texts):
+        ...         return Scores.from_raw([float(len(t)) for t in texts])
+        ...     async def ascore(self, query, texts):
+        ...         return self.score(query, texts)
+        >>> [c.index for c in Reranker(Fake(), top_n=2).rerank("q", ["a", "ccc", "bb"])]
+        [1, 2]
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer | None = None,
+        *,
+        top_n: int | None = 5,
+        min_score: float | None = None,
+        fusion: Literal["rrf"] | None = None,
+        rrf_k: float = 60.0,
+        rrf_weights: Sequence[float] = (1.0, 1.0),
+    ) -> None:
+        validate_policy(top_n=top_n, min_score=min_score, fusion=fusion, rrf_k=rrf_k, rrf_weights=rrf_weights)
+        self.scorer: Scorer = scorer if scorer is not None else CrossEncoderScorer()
+        self.top_n = top_n
+        self.min_score = min_score
+        self.fusion: Literal["rrf"] | None = fusion
+        self.rrf_k = rrf_k
+        self.rrf_weights = tuple(rrf_weights)
+
+    def _rank(self, scores: Scores, n: int) -> list[RankedCandidate]:
+        if len(scores) != n:
+            from .exceptions import ScorerError
+
+            raise ScorerError(f"scorer {self.scorer.name!r} returned {len(scores)} scores for {n} texts")
+        return rank(
+            scores,
+            top_n=self.top_n,
+            min_score=self.min_score,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            rrf_weights=self.rrf_weights,
+        )
+
+    def rerank(self, query: str, texts: Sequence[str], *, ids: Sequence[str] | None = None) -> list[RankedCandidate]:
+        """Score and order ``texts`` for ``query``; return positions into ``texts`` with scores.
+
+        An empty ``texts`` returns ``[]`` without touching the scorer (no model load).
+        ``ids`` only label the DEBUG log table.
+        """
+        texts = check_inputs(query, texts)
+        if not texts:
+            return []
+        start = time.perf_counter()
+        scores = self.scorer.score(query, texts)
+        ranked = self._rank(scores, len(texts))
+        self._log(scores, ranked, texts, ids, time.perf_counter() - start)
+        return ranked
+
+    async def arerank(
+        self, query: str, texts: Sequence[str], *, ids: Sequence[str] | None = None
+    ) -> list[RankedCandidate]:
+        """Async version of :meth:`rerank` (the scorer's ``ascore``)."""
+        texts = check_inputs(query, texts)
+        if not texts:
+            return []
+        start = time.perf_counter()
+        scores = await self.scorer.ascore(query, texts)
+        ranked = self._rank(scores, len(texts))
+        self._log(scores, ranked, texts, ids, time.perf_counter() - start)
+        return ranked
+
+    def _log(
+        self,
+        scores: Scores,
+        ranked: list[RankedCandidate],
+        texts: list[str],
+        ids: Sequence[str] | None,
+        seconds: float,
+    ) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "reranked %d candidates with %s: %d pairs (%d windowed, %d truncated), %d batches, %.1f ms, kept %d",
+                len(texts),
+                self.scorer.name,
+                scores.pairs,
+                scores.windowed,
+                scores.truncated,
+                scores.batches,
+                seconds * 1000.0,
+                len(ranked),
+            )
+        if logger.isEnabledFor(logging.DEBUG):
+            lines = [f"{'new':>4} {'was':>4} {'relevance':>9} {'raw':>9}  id"]
+            for new_rank, c in enumerate(ranked, start=1):
+                label = str(ids[c.index]) if ids is not None and ids[c.index] else short_id(texts[c.index])
+                moved = c.retrieval_rank - new_rank
+                arrow = f"  (up {moved})" if moved > 0 else (f"  (down {-moved})" if moved < 0 else "")
+                lines.append(
+                    f"{new_rank:>4} {c.retrieval_rank:>4} {c.relevance_score:>9.4f} {c.ce_raw_score:>9.4f}  {label}{arrow}"
+                )
+            logger.debug("rerank result:\n%s", "\n".join(lines))
+
+
+class RerankerSettings(BaseModel):
+    """The settings both adapters share, by the same names; builds the core :class:`Reranker`.
+
+    Framework adapters inherit from this and from their framework's base class.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Cross-encoder to score with: a Hugging Face hub id or a local directory.",
+    )
+    top_n: int | None = Field(default=5, description="Keep at most this many results (None keeps all).")
+    min_score: float | None = Field(
+        default=None, description="Drop results whose relevance_score (in [0, 1]) is below this."
+    )
+    batch_size: int = Field(default=32, description="Most (query, text) pairs per forward pass.")
+    max_length: int | None = Field(
+        default=None, description="Model window in tokens (query + text); None uses the model's own."
+    )
+    device: str | None = Field(default="auto", description="'auto' (cuda, then mps, then cpu) or a torch device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="'auto' (float16 on CUDA, float32 elsewhere), or a fixed precision."
+    )
+    long_text: Literal["window", "truncate"] = Field(
+        default="window",
+        description="Texts longer than the model window: 'window' scores overlapping windows and keeps the "
+        "best (ce_best_span says where); 'truncate' cuts them, with a warning.",
+    )
+    window_tokens: int = Field(default=192, description="Tokens of text per window for long texts.")
+    max_windows: int = Field(default=64, description="Most windows per text; past it windows are spread out.")
+    fusion: Literal["rrf"] | None = Field(
+        default=None, description="'rrf' fuses the cross-encoder's order with the retriever's (fusion_score)."
+    )
+    rrf_k: float = Field(default=60.0, description="Reciprocal Rank Fusion constant k (ranks count from 1).")
+    rrf_weights: tuple[float, float] = Field(
+        default=(1.0, 1.0), description="RRF weights: (retriever, cross-encoder)."
+    )
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with the model. Off by default.")
+    scorer: Any = Field(
+        default=None,
+        exclude=True,
+        description="A ready Scorer (e.g. ce_rerank.RemoteScorer) to use instead of a local model.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RerankerSettings:
+        validate_policy(
+            top_n=self.top_n,
+            min_score=self.min_score,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            rrf_weights=self.rrf_weights,
+        )
+        if self.scorer is not None:
+            if not isinstance(self.scorer, Scorer):
+                raise ValueError(
+                    f"scorer must implement ce_rerank.Scorer (name, score, ascore), got {type(self.scorer).__name__}"
+                )
+        else:
+            self._local_scorer()  # validates batch_size, max_length, ... without loading the model
+        return self
+
+    def _local_scorer(self) -> CrossEncoderScorer:
+        return CrossEncoderScorer(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            long_text=self.long_text,
+            window_tokens=self.window_tokens,
+            max_windows=self.max_windows,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+    @property
+    def scorer_name(self) -> str:
+        """The model id (or the remote scorer's name) for events and logs."""
+        return str(self.scorer.name) if self.scorer is not None else self.model
+
+    def reranker(self) -> Reranker:
+        """The core reranker for the current settings (the model itself is cached process-wide)."""
+        return Reranker(
+            self.scorer if self.scorer is not None else self._local_scorer(),
+            top_n=self.top_n,
+            min_score=self.min_score,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            rrf_weights=self.rrf_weights,
+        )
