@@ -22,22 +22,26 @@ class RankedCandidate:
         retrieval_rank: 1-based position in the retriever's list (``index + 1``).
         fusion_score: the Reciprocal Rank Fusion score, when fusion is on.
         ce_best_span: character span of the best window, when the text was windowed.
+        rerank_error: with ``on_error="passthrough"``, why scoring failed (scores are then None).
     """
 
     index: int
-    relevance_score: float
-    ce_raw_score: float
+    relevance_score: float | None
+    ce_raw_score: float | None
     retrieval_rank: int
     fusion_score: float | None = None
     ce_best_span: tuple[int, int] | None = None
+    rerank_error: str | None = None
 
     @property
-    def score(self) -> float:
+    def score(self) -> float | None:
         """The score the output is sorted by: ``fusion_score`` if fusion is on, else relevance."""
         return self.fusion_score if self.fusion_score is not None else self.relevance_score
 
     def metadata(self) -> dict[str, object]:
         """The score keys of DESIGN.md, as adapters write them into metadata."""
+        if self.rerank_error is not None:
+            return {"retrieval_rank": self.retrieval_rank, "rerank_error": self.rerank_error}
         out: dict[str, object] = {
             "relevance_score": self.relevance_score,
             "ce_raw_score": self.ce_raw_score,
@@ -74,6 +78,14 @@ def validate_policy(
         raise ValueError(
             f"rrf_weights must be two non-negative numbers (retriever, cross-encoder), got {list(rrf_weights)!r}"
         )
+
+
+def passthrough(n: int, error: str) -> list[RankedCandidate]:
+    """Every candidate, in the retriever's order, flagged with ``rerank_error`` (nothing dropped)."""
+    return [
+        RankedCandidate(index=i, relevance_score=None, ce_raw_score=None, retrieval_rank=i + 1, rerank_error=error)
+        for i in range(n)
+    ]
 
 
 def rank(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._local import DEFAULT_MODEL, CrossEncoderScorer, check_inputs
-from ._ranking import RankedCandidate, rank, validate_policy
+from ._ranking import RankedCandidate, passthrough, rank, validate_policy
 from ._scores import Scorer, Scores
 
 __all__ = ["Reranker", "RerankerSettings"]
@@ -34,6 +34,10 @@ class Reranker:
         fusion: ``"rrf"`` to fuse the cross-encoder's order with the retriever's.
         rrf_k: the RRF constant (ranks from 1).
         rrf_weights: RRF weights (retriever, cross-encoder).
+        on_error: ``"raise"`` (default): scoring failures propagate. ``"passthrough"``: a
+            failing scorer (model load, server, bad answer) gives back every candidate in
+            the retriever's order, each flagged with ``rerank_error``, and logs a WARNING.
+            Bad input (an empty query) always raises.
 
     Example:
         >>> from ce_rerank import Reranker, Scores
@@ -56,8 +60,12 @@ class Reranker:
         fusion: Literal["rrf"] | None = None,
         rrf_k: float = 60.0,
         rrf_weights: Sequence[float] = (1.0, 1.0),
+        on_error: Literal["raise", "passthrough"] = "raise",
     ) -> None:
         validate_policy(top_n=top_n, min_score=min_score, fusion=fusion, rrf_k=rrf_k, rrf_weights=rrf_weights)
+        if on_error not in ("raise", "passthrough"):
+            raise ValueError(f"on_error must be 'raise' or 'passthrough', got {on_error!r}")
+        self.on_error = on_error
         self.scorer: Scorer = scorer if scorer is not None else CrossEncoderScorer()
         self.top_n = top_n
         self.min_score = min_score
@@ -89,8 +97,11 @@ class Reranker:
         if not texts:
             return []
         start = time.perf_counter()
-        scores = self.scorer.score(query, texts)
-        ranked = self._rank(scores, len(texts))
+        try:
+            scores = self.scorer.score(query, texts)
+            ranked = self._rank(scores, len(texts))
+        except Exception as exc:
+            return self._failed(exc, len(texts))
         self._log(scores, ranked, texts, ids, time.perf_counter() - start)
         return ranked
 
@@ -102,10 +113,25 @@ class Reranker:
         if not texts:
             return []
         start = time.perf_counter()
-        scores = await self.scorer.ascore(query, texts)
-        ranked = self._rank(scores, len(texts))
+        try:
+            scores = await self.scorer.ascore(query, texts)
+            ranked = self._rank(scores, len(texts))
+        except Exception as exc:
+            return self._failed(exc, len(texts))
         self._log(scores, ranked, texts, ids, time.perf_counter() - start)
         return ranked
+
+    def _failed(self, exc: Exception, n: int) -> list[RankedCandidate]:
+        if self.on_error == "raise":
+            raise exc
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "reranking failed with %s, returning %d candidates in retriever order (on_error='passthrough'): %s",
+            self.scorer.name,
+            n,
+            error,
+        )
+        return passthrough(n, error)
 
     def _log(
         self,
@@ -178,6 +204,11 @@ class RerankerSettings(BaseModel):
         default=(1.0, 1.0), description="RRF weights: (retriever, cross-encoder)."
     )
     trust_remote_code: bool = Field(default=False, description="Run code shipped with the model. Off by default.")
+    on_error: Literal["raise", "passthrough"] = Field(
+        default="raise",
+        description="'raise': scoring failures propagate. 'passthrough': return the retriever's order "
+        "unchanged, each item flagged rerank_error, and log a WARNING.",
+    )
     scorer: Any = Field(
         default=None,
         exclude=True,
@@ -229,4 +260,5 @@ class RerankerSettings(BaseModel):
             fusion=self.fusion,
             rrf_k=self.rrf_k,
             rrf_weights=self.rrf_weights,
+            on_error=self.on_error,
         )
