@@ -232,7 +232,7 @@ class CrossEncoderScorer:
         max_batch_tokens: int = 8192,
         max_length: int | None = None,
         long_text: LongText = "window",
-        window_tokens: int = 192,
+        window_tokens: int = 128,
         window_stride: int | None = None,
         max_windows: int = 64,
         backend: str = "torch",
@@ -389,12 +389,14 @@ class CrossEncoderScorer:
             return Scores(relevance=[], raw=[])
         lm = self.load()
         unique = list(dict.fromkeys(texts))  # identical texts are scored once
-        pairs, truncated, windowed, _ = self._plan(lm, query, unique)
-        raw = [0.0] * len(pairs)
         n_batches = 0
         import torch
 
-        with lm.lock:  # one forward pass at a time per model: threads would only contend for cores
+        # One call at a time per model: a fast tokenizer's padding/truncation state is shared and
+        # set per call (not thread-safe), and parallel forward passes would only contend for cores.
+        with lm.lock:
+            pairs, truncated, windowed, _ = self._plan(lm, query, unique)
+            raw = [0.0] * len(pairs)
             for batch in self._batches(pairs):
                 chunk = []
                 for i in batch:

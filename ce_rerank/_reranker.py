@@ -194,7 +194,9 @@ class RerankerSettings(BaseModel):
         description="Texts longer than the model window: 'window' scores overlapping windows and keeps the "
         "best (ce_best_span says where); 'truncate' cuts them, with a warning.",
     )
-    window_tokens: int = Field(default=192, description="Tokens of text per window for long texts.")
+    window_tokens: int = Field(
+        default=128, description="Tokens of text per window for long texts (half-overlapping windows)."
+    )
     max_windows: int = Field(default=64, description="Most windows per text; past it windows are spread out.")
     fusion: Literal["rrf"] | None = Field(
         default=None, description="'rrf' fuses the cross-encoder's order with the retriever's (fusion_score)."
