@@ -1,0 +1,555 @@
+"""``RemoteScorer``: score (query, text) pairs on a serving engine over HTTP.
+
+It speaks the rerank wire formats of existing engines, so that scaling out is the
+engine's job (vLLM replicas, Infinity or TEI behind a load balancer) and the client side
+is one line of configuration:
+
+- ``api="rerank"`` (Cohere v2, Jina, vLLM ``/rerank``, ``/v1/rerank``, ``/v2/rerank``,
+  Infinity ``/rerank``): ``{model, query, documents, top_n}`` ->
+  ``{results: [{index, relevance_score}]}``.
+- ``api="tei"`` (Hugging Face text-embeddings-inference ``/rerank``):
+  ``{query, texts, raw_scores: true}`` -> ``[{index, score}]``.
+
+httpx and tenacity are optional dependencies (the ``remote`` extra), imported lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+from ._local import check_inputs
+from ._scores import Scores, sigmoid
+from .exceptions import ScorerError
+
+if TYPE_CHECKING:
+    import httpx
+    import tenacity
+
+__all__ = ["RemoteScorer"]
+
+logger = logging.getLogger("ce_rerank")
+
+Api = Literal["rerank", "tei"]
+
+# relevance_score is a probability; its logit is unbounded at 0 and 1. Probabilities are
+# clamped to [_EPS, 1 - _EPS] first, so ce_raw_score lies within about +-27.6.
+_EPS = 1e-12
+_NOT_RETRIED_5XX = {501, 505}  # "not implemented", "version not supported": retrying cannot help
+_MESSAGE_CHARS = 500  # at most this much of a server's error message goes into an exception
+
+
+def _import_httpx() -> Any:
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ImportError('RemoteScorer needs httpx and tenacity: pip install "ce-rerank[remote]"') from exc
+    return httpx
+
+
+def _import_tenacity() -> Any:
+    try:
+        import tenacity
+    except ImportError as exc:
+        raise ImportError('RemoteScorer needs httpx and tenacity: pip install "ce-rerank[remote]"') from exc
+    return tenacity
+
+
+def logit(p: float) -> float:
+    """Inverse sigmoid, with ``p`` clamped to ``[1e-12, 1 - 1e-12]``."""
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(p) - math.log1p(-p)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info (``user:password@``), query string or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The human part of an error response, without echoed request input.
+
+    Understands FastAPI's ``{"detail": ...}`` (Infinity, vLLM's 422s), OpenAI-style
+    ``{"error": {"message": ...}}`` and ``{"message": ...}`` (vLLM), TEI's
+    ``{"error": ..., "error_type": ...}`` and Cohere's ``{"message": ...}``. FastAPI's
+    validation errors echo the offending input (documents): only ``loc`` and ``msg`` are kept.
+    """
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError):
+        text = response.text.strip()
+        return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
+    message: Any = data
+    if isinstance(data, dict):
+        for key in ("detail", "error", "message"):
+            if key in data:
+                message = data[key]
+                break
+        if isinstance(message, dict):
+            message = message.get("message", message)
+    if isinstance(message, list):  # FastAPI validation errors
+        parts = []
+        for item in message:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            else:
+                parts.append(str(item))
+        message = "; ".join(parts)
+    text = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False)
+    return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
+
+
+def _utf8_safe(text: str) -> str:
+    """Replace lone surrogates (not encodable as UTF-8) with U+FFFD; valid pairs are joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying (connection error, 429, 5xx)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RemoteScorer:
+    """Scores (query, text) pairs on a rerank server: vLLM, Infinity, TEI, Cohere, Jina.
+
+    Args:
+        url: the server's base URL (``http://127.0.0.1:7997``); ``path`` is appended. A URL
+            whose path already ends in ``rerank`` is used as the endpoint when ``path`` is None.
+        model: the model name sent in the body (``api="rerank"``); omitted when None (vLLM
+            and Infinity then use the model they serve). Also the scorer's ``name``.
+        api: ``"rerank"`` for ``{model, query, documents, top_n}`` ->
+            ``{results: [{index, relevance_score}]}``; ``"tei"`` for Hugging Face TEI's
+            ``{query, texts, raw_scores}`` -> ``[{index, score}]``.
+        path: the endpoint path: default ``/rerank`` (both formats); e.g. ``/v1/rerank`` or
+            ``/v2/rerank`` for vLLM and Cohere.
+        api_key: sent as ``Authorization: Bearer <key>``; kept as a secret, never shown in
+            ``repr``, logs or exception text.
+        max_batch: most documents per request; a call is split into requests of at most
+            this many documents and the results merged (TEI's default limit is 32).
+        timeout: seconds for connecting, sending and waiting for an answer (each request).
+        max_retries: retries after the first attempt, with exponential backoff, on
+            connection errors, HTTP 429 (waiting as its ``Retry-After`` says) and 5xx.
+            Other 4xx, timeouts waiting for an answer and unusable answers are not retried.
+        backoff: first backoff wait in seconds (doubling, with jitter, up to ``max_wait``).
+        max_wait: the longest wait between attempts; a ``Retry-After`` longer than this
+            fails the call at once instead of blocking it.
+        max_parallel: most requests of one async call in flight at once.
+        verify: TLS certificate verification (on by default): ``True``, ``False`` or a CA
+            bundle path.
+        headers: extra HTTP headers for every request.
+
+    Scores: ``api="rerank"`` servers return a probability (vLLM and Infinity apply the
+    sigmoid to a one-output cross-encoder, the softmax to a two-output one): it becomes
+    ``relevance_score`` as is, and ``ce_raw_score`` is its logit (inverse sigmoid, the
+    probability clamped to ``[1e-12, 1 - 1e-12]``), which for both kinds of model equals
+    the local scorer's raw score up to float32 rounding of the probability. ``api="tei"``
+    asks for raw scores: ``ce_raw_score`` is the logit, ``relevance_score`` its sigmoid.
+    Long documents are cut or rejected by the server's own rules: the local scorer's
+    windowing does not apply.
+
+    Example:
+        >>> from ce_rerank import RemoteScorer  # doctest: +SKIP
+        >>> scorer = RemoteScorer("http://127.0.0.1:7997", model="ms-marco-MiniLM-L-6-v2")  # doctest: +SKIP
+        >>> scorer.score("capital of France", ["Paris is the capital.", "Bananas."]).relevance  # doctest: +SKIP
+        [0.99, 0.0001]
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        api: Api = "rerank",
+        path: str | None = None,
+        api_key: str | SecretStr | None = None,
+        max_batch: int = 32,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_wait: float = 60.0,
+        max_parallel: int = 4,
+        verify: bool | str = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("url must be the server's base URL, e.g. 'http://127.0.0.1:7997'")
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http:// or https:// URL with a host, got {redact_url(url)!r}")
+        if api not in ("rerank", "tei"):
+            raise ValueError(f"api must be 'rerank' (Cohere/Jina/vLLM/Infinity) or 'tei', got {api!r}")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ValueError("model must be a non-empty model name, or None to let the server choose")
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise ValueError(f"path must start with '/', e.g. '/v1/rerank', got {path!r}")
+        for name, value, low in (
+            ("max_batch", max_batch, 1),
+            ("max_retries", max_retries, 0),
+            ("max_parallel", max_parallel, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, fvalue in (("timeout", timeout), ("backoff", backoff), ("max_wait", max_wait)):
+            if isinstance(fvalue, bool) or not isinstance(fvalue, (int, float)) or not fvalue >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {fvalue!r}")
+        if timeout == 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if path is None and parts.path.rstrip("/").endswith("rerank"):
+            self.endpoint = url.strip()
+        else:  # append the path to the URL's path, keeping any query string
+            full = parts.path.rstrip("/") + (path or "/rerank")
+            self.endpoint = urlunsplit((parts.scheme, parts.netloc, full, parts.query, ""))
+        self.url = redact_url(self.endpoint)
+        self.model = model
+        self.api: Api = api
+        self._api_key = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
+        self.max_batch = max_batch
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_wait = float(max_wait)
+        self.max_parallel = max_parallel
+        self.verify = verify
+        self._extra_headers = dict(headers or {})
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        # one AsyncClient per event loop: an AsyncClient's connections belong to the loop that opened them
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        _import_httpx()
+        _import_tenacity()
+
+    def __repr__(self) -> str:
+        key = ", api_key=SecretStr('**********')" if self._api_key is not None else ""
+        return f"RemoteScorer(url={self.url!r}, model={self.model!r}, api={self.api!r}{key})"
+
+    @property
+    def name(self) -> str:
+        """The model name, or the endpoint URL without credentials."""
+        return self.model or self.url
+
+    # -- clients -----------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", **self._extra_headers}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return headers
+
+    def _sync_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                httpx = _import_httpx()
+                self._client = httpx.Client(
+                    timeout=self.timeout, verify=self.verify, headers=self._headers(), follow_redirects=False
+                )
+            return self._client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._aclients.get(loop)
+            if client is None:
+                httpx = _import_httpx()
+                client = httpx.AsyncClient(
+                    timeout=self.timeout, verify=self.verify, headers=self._headers(), follow_redirects=False
+                )
+                self._aclients[loop] = client
+            return client
+
+    def close(self) -> None:
+        """Close the sync HTTP client (a later call opens a new one). Async clients: :meth:`aclose`."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of this event loop and the sync client."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            aclient = self._aclients.pop(loop, None)
+        if aclient is not None:
+            await aclient.aclose()
+        self.close()
+
+    def __enter__(self) -> RemoteScorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RemoteScorer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- one request -------------------------------------------------------------------
+
+    def _body(self, query: str, texts: list[str]) -> bytes:
+        if self.api == "tei":
+            body: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": True}
+        else:
+            body = {"query": query, "documents": texts, "top_n": len(texts)}
+            if self.model is not None:
+                body = {"model": self.model, **body}
+        try:
+            return json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates cannot travel as UTF-8
+            if self.api == "tei":
+                body["texts"] = [_utf8_safe(t) for t in texts]
+            else:
+                body["documents"] = [_utf8_safe(t) for t in texts]
+            body["query"] = _utf8_safe(query)
+            return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+    def _fail(self, what: str) -> ScorerError:
+        text = f"remote scorer {self.name!r} at {self.url}: {what}"
+        if self._api_key is not None:
+            secret = self._api_key.get_secret_value()
+            if secret:
+                text = text.replace(secret, "**********")
+        return ScorerError(text)
+
+    def _transport_error(self, exc: Exception) -> Exception:
+        """Map an httpx transport error to a retryable error or a final ScorerError."""
+        httpx = _import_httpx()
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.ConnectTimeout):
+            return _Retryable(f"could not connect within timeout={self.timeout:g} s ({kind})")
+        if isinstance(exc, httpx.PoolTimeout):
+            return self._fail(
+                f"no free connection within timeout={self.timeout:g} s ({kind}): too many concurrent calls; "
+                "raise timeout= or lower the concurrency"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return self._fail(
+                f"the server did not answer within timeout={self.timeout:g} s ({kind}); raise timeout= "
+                "or lower max_batch= so that each request is smaller"
+            )
+        return _Retryable(f"connection failed ({kind}: {exc})")
+
+    def _check(self, response: httpx.Response, n: int) -> tuple[list[float], list[float]]:
+        """Raise for an unusable response; return (relevance, raw) in the batch's order."""
+        status = response.status_code
+        if status == 429:
+            wait = _parse_retry_after(response.headers.get("Retry-After"))
+            if wait is not None and wait > self.max_wait:
+                raise self._fail(
+                    f"HTTP 429 (rate limited) asking to retry after {wait:g} s, longer than max_wait="
+                    f"{self.max_wait:g} s: {_server_message(response)}"
+                )
+            raise _Retryable(f"HTTP 429 (rate limited): {_server_message(response)}", retry_after=wait)
+        if status >= 500 and status not in _NOT_RETRIED_5XX:
+            raise _Retryable(f"HTTP {status}: {_server_message(response)}")
+        if status >= 300 or status < 200:
+            fix = {
+                401: "check api_key",
+                403: "check api_key and its permissions",
+                404: "check the url, path= and model= (vLLM answers 404 for a model it does not serve)",
+                405: "check path= (the endpoint does not take POST)",
+                413: "lower max_batch= or shorten the documents",
+            }.get(status, "check the request settings (model=, api=, path=)")
+            raise self._fail(f"HTTP {status} from the server: {_server_message(response)}. Fix: {fix}")
+        try:
+            data = response.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._fail(f"the answer is not valid JSON ({exc})") from exc
+        return self._parse(data, n)
+
+    def _parse(self, data: Any, n: int) -> tuple[list[float], list[float]]:
+        if self.api == "tei":
+            items, key = data, "score"
+            if not isinstance(items, list):
+                raise self._fail(f"expected a JSON list of {{index, score}} (TEI), got {type(items).__name__}")
+        else:
+            items, key = data.get("results") if isinstance(data, dict) else None, "relevance_score"
+            if not isinstance(items, list):
+                raise self._fail("expected a JSON object with a 'results' list of {index, relevance_score}")
+        if len(items) != n:
+            raise self._fail(f"sent {n} documents but got {len(items)} results")
+        values: list[float | None] = [None] * n
+        for item in items:
+            index = item.get("index") if isinstance(item, dict) else None
+            value = item.get(key) if isinstance(item, dict) else None
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise self._fail(f"a result has no integer 'index': {str(item)[:100]}")
+            if not 0 <= index < n:
+                raise self._fail(f"result index {index} is out of range for {n} documents")
+            if values[index] is not None:
+                raise self._fail(f"result index {index} appears twice")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise self._fail(f"result {index} has no finite number in {key!r}: {value!r}")
+            values[index] = float(value)
+        scores = [v for v in values if v is not None]  # all set: n distinct in-range indices
+        if self.api == "tei":
+            return [sigmoid(s) for s in scores], scores
+        out_of_range = [s for s in scores if not 0.0 <= s <= 1.0]
+        if out_of_range:
+            raise self._fail(
+                f"relevance_score {out_of_range[0]!r} is outside [0, 1]: this server returns raw logits, "
+                "not probabilities; configure it to apply the sigmoid, or use api='tei' for a TEI server"
+            )
+        return scores, [logit(s) for s in scores]
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _retry_kwargs(self) -> dict[str, Any]:
+        tn = _import_tenacity()
+        expo = tn.wait_exponential(multiplier=self.backoff, max=self.max_wait) + tn.wait_random(0, self.backoff)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return exc.retry_after
+            return float(expo(state))
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+            logger.warning(
+                "remote scorer %s: %s; retrying in %.2f s (attempt %d of %d)",
+                self.url,
+                exc,
+                wait_s,
+                state.attempt_number + 1,
+                self.max_retries + 1,
+            )
+
+        return {
+            "stop": tn.stop_after_attempt(self.max_retries + 1),
+            "wait": wait,
+            "retry": tn.retry_if_exception_type(_Retryable),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    def _gave_up(self, exc: _Retryable) -> ScorerError:
+        attempts = self.max_retries + 1
+        hint = " Is the server running and reachable?" if "connect" in str(exc) else ""
+        return self._fail(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {exc}.{hint}")
+
+    def _request(self, query: str, texts: list[str]) -> tuple[list[float], list[float]]:
+        httpx = _import_httpx()
+        tn = _import_tenacity()
+        client = self._sync_client()
+        content = self._body(query, texts)
+        headers = {"Content-Type": "application/json"}
+        try:
+            for attempt in tn.Retrying(**self._retry_kwargs()):
+                with attempt:
+                    try:
+                        response = client.post(self.endpoint, content=content, headers=headers)
+                    except httpx.TransportError as exc:
+                        raise self._transport_error(exc) from exc
+                    return self._check(response, len(texts))
+        except _Retryable as exc:
+            raise self._gave_up(exc) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    async def _arequest(self, query: str, texts: list[str]) -> tuple[list[float], list[float]]:
+        httpx = _import_httpx()
+        tn = _import_tenacity()
+        client = self._async_client()
+        content = self._body(query, texts)
+        headers = {"Content-Type": "application/json"}
+        try:
+            async for attempt in tn.AsyncRetrying(**self._retry_kwargs()):
+                with attempt:
+                    try:
+                        response = await client.post(self.endpoint, content=content, headers=headers)
+                    except httpx.TransportError as exc:
+                        raise self._transport_error(exc) from exc
+                    return self._check(response, len(texts))
+        except _Retryable as exc:
+            raise self._gave_up(exc) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    # -- the Scorer protocol -----------------------------------------------------------
+
+    def _chunks(self, texts: list[str]) -> list[tuple[int, list[str]]]:
+        return [(start, texts[start : start + self.max_batch]) for start in range(0, len(texts), self.max_batch)]
+
+    @staticmethod
+    def _merge(n: int, parts: list[tuple[int, tuple[list[float], list[float]]]]) -> Scores:
+        relevance = [0.0] * n
+        raw = [0.0] * n
+        for start, (rel, r) in parts:
+            relevance[start : start + len(rel)] = rel
+            raw[start : start + len(r)] = r
+        return Scores(relevance=relevance, raw=raw, pairs=n, batches=len(parts))
+
+    def score(self, query: str, texts: Sequence[str]) -> Scores:
+        """Score every text against the query on the server; one entry per text, in input order.
+
+        Raises:
+            ValueError / TypeError: the query is empty, or a text is not a string.
+            ScorerError: the server is unreachable after the retries, answered an error
+                (its message included), timed out, or answered something unusable.
+        """
+        texts = check_inputs(query, texts)
+        if not texts:
+            return Scores(relevance=[], raw=[])
+        parts = [(start, self._request(query, chunk)) for start, chunk in self._chunks(texts)]
+        return self._merge(len(texts), parts)
+
+    async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
+        """Async :meth:`score` over an ``httpx.AsyncClient`` (no threads); requests run concurrently."""
+        texts = check_inputs(query, texts)
+        if not texts:
+            return Scores(relevance=[], raw=[])
+        semaphore = asyncio.Semaphore(self.max_parallel)
+
+        async def one(start: int, chunk: list[str]) -> tuple[int, tuple[list[float], list[float]]]:
+            async with semaphore:
+                return start, await self._arequest(query, chunk)
+
+        tasks = [asyncio.ensure_future(one(start, chunk)) for start, chunk in self._chunks(texts)]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one request failed: stop the others rather than leave them running
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return self._merge(len(texts), list(parts))
