@@ -226,10 +226,11 @@ def test_auto_device_is_cpu_here_and_auto_dtype_is_exact_float32(tiny_model_dir:
     assert (scorer.device, scorer.dtype) == ("cpu", "float32")
 
 
-def test_bfloat16_autocast_keeps_scores_close(tiny_model_dir: str) -> None:
-    exact = CrossEncoderScorer(tiny_model_dir).score(QUERY, TEXTS)
-    fast = CrossEncoderScorer(tiny_model_dir, dtype="bfloat16").score(QUERY, TEXTS)
-    assert fast.raw == pytest.approx(exact.raw, abs=0.15)
+def test_bfloat16_autocast_keeps_scores_close(minilm_model_dir: str) -> None:
+    # A real encoder: the tiny random model's huge activations are no test of bf16 rounding.
+    exact = CrossEncoderScorer(minilm_model_dir, dtype="float32").score(QUERY, TEXTS)
+    fast = CrossEncoderScorer(minilm_model_dir, dtype="bfloat16").score(QUERY, TEXTS)
+    assert fast.raw == pytest.approx(exact.raw, abs=0.05)
     assert all(0.0 <= r <= 1.0 and not math.isnan(r) for r in fast.relevance)
 
 
