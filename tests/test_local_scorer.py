@@ -230,7 +230,7 @@ def test_bfloat16_autocast_keeps_scores_close(minilm_model_dir: str) -> None:
     # A real encoder: the tiny random model's huge activations are no test of bf16 rounding.
     exact = CrossEncoderScorer(minilm_model_dir, dtype="float32").score(QUERY, TEXTS)
     fast = CrossEncoderScorer(minilm_model_dir, dtype="bfloat16").score(QUERY, TEXTS)
-    assert fast.raw == pytest.approx(exact.raw, abs=0.05)
+    assert fast.raw == pytest.approx(exact.raw, abs=0.005)  # logits here are ~0.03: the head is random
     assert all(0.0 <= r <= 1.0 and not math.isnan(r) for r in fast.relevance)
 
 
