@@ -8,9 +8,7 @@ from __future__ import annotations
 try:
     import langchain_core  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "langchain_ce_rerank needs langchain-core: pip install \"ce-rerank[langchain]\""
-    ) from exc
+    raise ImportError('langchain_ce_rerank needs langchain-core: pip install "ce-rerank[langchain]"') from exc
 
 from ._compressor import CrossEncoderRerank, RerankRetriever
 

@@ -15,8 +15,15 @@ from ce_rerank import RankedCandidate, RerankerSettings
 
 dispatcher = get_dispatcher(__name__)
 
-SCORE_KEYS = ("relevance_score", "ce_raw_score", "retrieval_rank", "retrieval_score", "fusion_score",
-              "ce_best_span", "rerank_error")
+SCORE_KEYS = (
+    "relevance_score",
+    "ce_raw_score",
+    "retrieval_rank",
+    "retrieval_score",
+    "fusion_score",
+    "ce_best_span",
+    "rerank_error",
+)
 
 
 def _excluded(keys: list[str]) -> list[str]:
@@ -106,8 +113,11 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, texts = self._prepare(nodes, query_bundle)  # validate before any event is emitted
         reranker = self.reranker()
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes),
-                                          model_name=self.scorer_name))
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.scorer_name
+            )
+        )
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
             ranked = reranker.rerank(query, texts, ids=[n.node.node_id for n in nodes])
             new_nodes = _rebuild(nodes, ranked)
@@ -120,8 +130,11 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, texts = self._prepare(nodes, query_bundle)
         reranker = self.reranker()
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes),
-                                          model_name=self.scorer_name))
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.scorer_name
+            )
+        )
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
             ranked = await reranker.arerank(query, texts, ids=[n.node.node_id for n in nodes])
             new_nodes = _rebuild(nodes, ranked)

@@ -46,7 +46,9 @@ def _train_wordpiece(out: Path, *, vocab_size: int = 500) -> None:
     tok.save(str(out / "tokenizer.json"))
 
 
-def build_tiny_cross_encoder(out: Path, *, num_labels: int = 1, max_position_embeddings: int = 128, seed: int = 0) -> Path:
+def build_tiny_cross_encoder(
+    out: Path, *, num_labels: int = 1, max_position_embeddings: int = 128, seed: int = 0
+) -> Path:
     """A random 2-layer BERT cross-encoder (hidden 32) saved to ``out``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -92,6 +94,8 @@ def build_minilm_cross_encoder(out: Path, *, seed: int = 0) -> Path:
     for name in ("vocab.txt", "special_tokens_map.json"):
         if (src / name).exists():
             shutil.copy(src / name, out / name)
-    tokenizer = BertTokenizerFast(tokenizer_file=str(out / "tokenizer.json"), vocab_file=str(out / "vocab.txt"), model_max_length=512)
+    tokenizer = BertTokenizerFast(
+        tokenizer_file=str(out / "tokenizer.json"), vocab_file=str(out / "vocab.txt"), model_max_length=512
+    )
     tokenizer.save_pretrained(out)
     return out

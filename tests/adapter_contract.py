@@ -104,7 +104,9 @@ class AdapterContract:
         queries = [f"{QUERY} {i}" for i in range(6)]
         serial = [[self.metadata(o) for o in self.run(adapter, self.items(TEXTS), q)] for q in queries]
         with ThreadPoolExecutor(4) as pool:
-            threaded = list(pool.map(lambda q: [self.metadata(o) for o in self.run(adapter, self.items(TEXTS), q)], queries))
+            threaded = list(
+                pool.map(lambda q: [self.metadata(o) for o in self.run(adapter, self.items(TEXTS), q)], queries)
+            )
 
         async def gather() -> list[list[dict[str, Any]]]:
             outs = await asyncio.gather(*(self.arun(adapter, self.items(TEXTS), q) for q in queries))
@@ -160,12 +162,21 @@ class AdapterContract:
 
     def test_same_settings_by_the_same_names(self) -> None:
         adapter = self.make(
-            model="m", top_n=7, min_score=0.2, batch_size=8, max_length=256, device="cpu",
-            long_text="truncate", fusion="rrf", rrf_k=30,
+            model="m",
+            top_n=7,
+            min_score=0.2,
+            batch_size=8,
+            max_length=256,
+            device="cpu",
+            long_text="truncate",
+            fusion="rrf",
+            rrf_k=30,
         )
         assert (adapter.model, adapter.top_n, adapter.min_score, adapter.batch_size) == ("m", 7, 0.2, 8)
         assert (adapter.max_length, adapter.device, adapter.long_text, adapter.fusion, adapter.rrf_k) == (
-            256, "cpu", "truncate", "rrf", 30
+            256,
+            "cpu",
+            "truncate",
+            "rrf",
+            30,
         )
-
-

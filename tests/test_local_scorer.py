@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import threading
@@ -142,7 +143,7 @@ def test_windows_overlap_by_half_and_cover_the_whole_document(tiny_model_dir: st
     spans = [p.span for p in pairs]
     assert windowed == 1 and len(spans) > 2
     assert spans[0][0] == 0 and spans[-1][1] == len(LONG)  # type: ignore[index]
-    assert all(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # type: ignore[index]
+    assert all(b[0] < a[1] for a, b in itertools.pairwise(spans))  # type: ignore[index]
     assert all(p.length <= lm.max_length for p in pairs)
 
 
@@ -156,7 +157,7 @@ def test_truncate_mode_warns_once_with_the_count_of_cut_documents(tiny_model_dir
 
 
 def test_a_1mb_document_is_bounded_by_max_windows(tiny_model_dir: str) -> None:
-    huge = ("lorem ipsum dolor sit amet consectetur " * 30_000)[: 1_000_000]
+    huge = ("lorem ipsum dolor sit amet consectetur " * 30_000)[:1_000_000]
     scorer = CrossEncoderScorer(tiny_model_dir, max_windows=16)
     with pytest.warns(WindowCapWarning, match="1 of 2 documents needed more than max_windows=16 windows"):
         scores = scorer.score(QUERY, [huge, "short"])
@@ -172,14 +173,18 @@ def test_a_missing_directory_raises_model_load_error_naming_the_fix(tmp_path: Pa
     missing = str(tmp_path / "nope")
     with pytest.raises(ModelLoadError) as err:
         CrossEncoderScorer(missing).score(QUERY, ["a"])
-    assert str(err.value).startswith(f"could not load cross-encoder {missing!r}: no such directory. Fix: check the path")
+    assert str(err.value).startswith(
+        f"could not load cross-encoder {missing!r}: no such directory. Fix: check the path"
+    )
 
 
 def test_an_unreachable_hub_raises_model_load_error_naming_the_fix() -> None:
     with pytest.raises(ModelLoadError) as err:
         CrossEncoderScorer("no-such-org/no-such-reranker").score(QUERY, ["a"])
     message = str(err.value)
-    assert message.startswith("could not load cross-encoder 'no-such-org/no-such-reranker': it is not a local directory")
+    assert message.startswith(
+        "could not load cross-encoder 'no-such-org/no-such-reranker': it is not a local directory"
+    )
     assert "pass model=<that directory>" in message
     assert err.value.__cause__ is not None
 
@@ -210,7 +215,10 @@ def test_model_load_error_is_raised_again_on_the_next_call(tmp_path: Path) -> No
     [
         ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
         ({"long_text": "cut"}, "long_text must be 'window' or 'truncate', got 'cut'"),
-        ({"dtype": "float16", "device": "cpu"}, "dtype='float16' needs a CUDA device (device is 'cpu'); use dtype='bfloat16' on CPU"),
+        (
+            {"dtype": "float16", "device": "cpu"},
+            "dtype='float16' needs a CUDA device (device is 'cpu'); use dtype='bfloat16' on CPU",
+        ),
         ({"dtype": "int4"}, "dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got 'int4'"),
         ({"max_length": 4}, "max_length must be an integer >= 16 or None (the model's own), got 4"),
     ],

@@ -7,7 +7,7 @@ import logging
 import pytest
 from conftest import FakeScorer
 
-from ce_rerank import Reranker, Scores, ScorerError
+from ce_rerank import Reranker, ScorerError, Scores
 
 
 def test_empty_candidate_list_returns_empty_without_calling_the_scorer(fake_scorer: FakeScorer) -> None:
