@@ -76,7 +76,7 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
     ``ReRankStartEvent``/``ReRankEndEvent`` and the ``RERANKING`` callback event.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
 
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED,

@@ -160,6 +160,10 @@ class AdapterContract:
         with pytest.raises(ValueError, match=message):
             self.make(**settings)
 
+    def test_unknown_settings_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="topn"):
+            self.make(topn=3)
+
     def test_same_settings_by_the_same_names(self) -> None:
         adapter = self.make(
             model="m",

@@ -138,8 +138,3 @@ def test_same_order_as_langchain_classic_cross_encoder_reranker(tiny_model_dir: 
 def test_rejects_non_documents_with_a_clear_error(fake_scorer: Any) -> None:
     with pytest.raises(TypeError, match=r"documents\[1\] must be a langchain_core Document, got str"):
         CrossEncoderRerank(scorer=fake_scorer).compress_documents([Document(page_content="a"), "b"], QUERY)  # type: ignore[list-item]
-
-
-def test_unknown_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="topn"):
-        CrossEncoderRerank(topn=3)  # type: ignore[call-arg]
