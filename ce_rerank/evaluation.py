@@ -29,7 +29,7 @@ import importlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -85,9 +85,7 @@ def _require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         package = {"pytrec_eval": "pytrec-eval-terrier"}.get(module, module)
-        raise ImportError(
-            f"{purpose} needs the optional package {package!r}: pip install '{EXTRA}'"
-        ) from exc
+        raise ImportError(f"{purpose} needs the optional package {package!r}: pip install '{EXTRA}'") from exc
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -192,7 +190,11 @@ def load_beir(path: str | os.PathLike[str], *, split: str = "test") -> Dataset:
             f"dataset directory {str(root)!r} does not exist: give a folder with corpus.jsonl, queries.jsonl "
             f"and qrels/{split}.tsv (the BEIR layout)"
         )
-    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "qrels": root / "qrels" / f"{split}.tsv"}
+    files = {
+        "corpus": root / "corpus.jsonl",
+        "queries": root / "queries.jsonl",
+        "qrels": root / "qrels" / f"{split}.tsv",
+    }
     for label, f in files.items():
         if not f.is_file():
             raise DatasetError(f"{root} has no {f.relative_to(root)}: a BEIR-layout dataset needs it ({label})")
@@ -281,9 +283,7 @@ def bm25_run(
     qids = list(query_ids) if query_ids is not None else dataset.judged_queries
     doc_ids = list(dataset.corpus)
     tokenizer = Tokenizer(stopwords=stopwords or [])
-    corpus_tokens = tokenizer.tokenize(
-        [dataset.corpus[d] for d in doc_ids], return_as="ids", show_progress=False
-    )
+    corpus_tokens = tokenizer.tokenize([dataset.corpus[d] for d in doc_ids], return_as="ids", show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(corpus_tokens, show_progress=False)
     query_tokens = tokenizer.tokenize(
@@ -293,7 +293,7 @@ def bm25_run(
     docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=False)
     run: Run = {}
     for row, qid in enumerate(qids):
-        run[qid] = {doc_ids[int(i)]: float(s) for i, s in zip(docs[row], scores[row]) if s > 0}
+        run[qid] = {doc_ids[int(i)]: float(s) for i, s in zip(docs[row], scores[row], strict=True) if s > 0}
     return run
 
 
@@ -349,14 +349,16 @@ def dense_run(
     embed_docs, embed_queries, _ = _embedder(model)
     qids = list(query_ids) if query_ids is not None else dataset.judged_queries
     doc_ids = list(dataset.corpus)
-    docs = torch.nn.functional.normalize(torch.as_tensor(embed_docs([dataset.corpus[d] for d in doc_ids])).float(), dim=-1)
+    docs = torch.nn.functional.normalize(
+        torch.as_tensor(embed_docs([dataset.corpus[d] for d in doc_ids])).float(), dim=-1
+    )
     queries = torch.nn.functional.normalize(
         torch.as_tensor(embed_queries([dataset.queries[q] for q in qids])).float(), dim=-1
     )
     sims = queries @ docs.T
     values, indices = sims.topk(min(top_k, len(doc_ids)), dim=1)
     return {
-        qid: {doc_ids[i]: float(v) for i, v in zip(indices[row].tolist(), values[row].tolist())}
+        qid: {doc_ids[i]: float(v) for i, v in zip(indices[row].tolist(), values[row].tolist(), strict=True)}
         for row, qid in enumerate(qids)
     }
 
@@ -379,7 +381,10 @@ def first_stage_run(dataset: Dataset, spec: str, *, top_k: int = MIN_DEPTH) -> t
                 f"run file {arg!r} has no query of {dataset.name!r}'s qrels: check that the query ids match"
             )
         return f"run:{Path(arg).name}", _cut({q: s for q, s in run.items() if q in judged}, top_k)
-    raise ValueError(f"unknown first stage {spec!r}: use 'bm25', 'dense:MODEL' (a sentence-transformers model) or 'run:FILE' (a TREC run file)")
+    raise ValueError(
+        f"unknown first stage {spec!r}: use 'bm25', 'dense:MODEL' (a sentence-transformers model) "
+        "or 'run:FILE' (a TREC run file)"
+    )
 
 
 # -- reranking -------------------------------------------------------------------------------
@@ -670,7 +675,7 @@ def plot_per_query(result: EvaluationResult, path: str | os.PathLike[str], *, me
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
     try:
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", zorder=1)
-        colors = ["tab:green" if y > x else "tab:red" if y < x else "0.4" for x, y in zip(xs, ys)]
+        colors = ["tab:green" if y > x else "tab:red" if y < x else "0.4" for x, y in zip(xs, ys, strict=True)]
         ax.scatter(xs, ys, s=18, c=colors, alpha=0.7, zorder=2)
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
@@ -687,4 +692,3 @@ def plot_per_query(result: EvaluationResult, path: str | os.PathLike[str], *, me
     finally:
         plt.close(fig)
     return out
-

@@ -64,6 +64,14 @@ def write_dataset(root: Path) -> Path:
     return root
 
 
+def order(scores: dict[str, float]) -> list[str]:
+    return sorted(scores, key=lambda d: scores[d], reverse=True)
+
+
+def top(scores: dict[str, float]) -> str:
+    return order(scores)[0]
+
+
 @pytest.fixture
 def dataset_dir(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "tiny")
@@ -149,7 +157,7 @@ def test_doc_text_does_not_repeat_a_title_the_text_starts_with() -> None:
 
 
 def test_load_beir_names_a_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="does not exist: give a folder with corpus.jsonl, queries.jsonl"):
+    with pytest.raises(DatasetError, match=r"does not exist: give a folder with corpus\.jsonl, queries\.jsonl"):
         load_beir(tmp_path / "nope")
 
 
@@ -168,7 +176,7 @@ def test_load_beir_names_the_line_of_malformed_json(dataset_dir: Path) -> None:
 
 def test_load_beir_refuses_qrels_that_match_no_query(dataset_dir: Path) -> None:
     (dataset_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nother\tparis\t1\n")
-    with pytest.raises(DatasetError, match="no query of .* has a relevant document"):
+    with pytest.raises(DatasetError, match=r"no query of .* has a relevant document"):
         load_beir(dataset_dir)
 
 
@@ -193,8 +201,8 @@ def test_read_trec_run_names_the_bad_line(tmp_path: Path) -> None:
 def test_bm25_puts_the_document_sharing_rare_terms_first_and_skips_non_matching_ones(dataset_dir: Path) -> None:
     run = bm25_run(load_beir(dataset_dir), top_k=10)
     assert set(run) == {"q-capital", "q-fruit", "q-lang"}
-    assert max(run["q-fruit"], key=run["q-fruit"].get) == "banana"
-    assert max(run["q-lang"], key=run["q-lang"].get) == "python"
+    assert top(run["q-fruit"]) == "banana"
+    assert top(run["q-lang"]) == "python"
     assert "python" not in run["q-fruit"]  # no shared term: not retrieved
     assert all(s > 0 for scores in run.values() for s in scores.values())
 
@@ -202,7 +210,7 @@ def test_bm25_puts_the_document_sharing_rare_terms_first_and_skips_non_matching_
 class _BagOfWords:
     """Vectors of word counts over a fixed vocabulary: exact, predictable similarities."""
 
-    vocab = ["capital", "france", "fruit", "yellow", "python", "snake", "city"]
+    vocab = ("capital", "france", "fruit", "yellow", "python", "snake", "city")
 
     def _vec(self, text: str) -> list[float]:
         words = text.lower().replace(".", " ").replace(";", " ").split()
@@ -230,8 +238,8 @@ def test_dense_first_stage_ranks_by_cosine_similarity(dataset_dir: Path, embeddi
     data = load_beir(dataset_dir)
     run = dense_run(data, embeddings, top_k=2)
     assert all(len(s) == 2 for s in run.values())
-    assert max(run["q-capital"], key=run["q-capital"].get) == "paris"
-    assert max(run["q-fruit"], key=run["q-fruit"].get) == "banana"
+    assert top(run["q-capital"]) == "paris"
+    assert top(run["q-fruit"]) == "banana"
     assert run["q-capital"]["paris"] <= 1.0 + 1e-6
 
 
@@ -261,14 +269,13 @@ def test_rerank_run_orders_the_head_by_the_scorer_and_keeps_the_tail_below(datas
     original = copy.deepcopy(run)
     table = {data.corpus["paris"]: 9.0, data.corpus["lyon"]: 1.0, data.corpus["banana"]: -2.0}
     out = rerank_run(data, run, FakeScorer(table), top_n=3)
-    order = sorted(out["q-capital"], key=out["q-capital"].get, reverse=True)
-    assert order == ["paris", "lyon", "banana", "apple", "snake"]
+    assert order(out["q-capital"]) == ["paris", "lyon", "banana", "apple", "snake"]
     assert out["q-capital"]["paris"] == 9.0
     assert run == original  # the caller's run is not touched
 
 
 def test_rerank_run_refuses_documents_missing_from_the_corpus(dataset_dir: Path) -> None:
-    with pytest.raises(DatasetError, match="1 document\\(s\\) that are not in the corpus, e.g. 'ghost'"):
+    with pytest.raises(DatasetError, match=r"1 document\(s\) that are not in the corpus, e\.g\. 'ghost'"):
         rerank_run(load_beir(dataset_dir), {"q-fruit": {"ghost": 1.0}}, FakeScorer())
 
 
@@ -277,7 +284,7 @@ def test_rerank_run_keeps_candidates_a_reranker_drops_below_the_ones_it_keeps(da
     run = {"q-fruit": {"apple": 3.0, "banana": 2.0, "snake": 1.0}}
     table = {data.corpus["banana"]: 5.0, data.corpus["apple"]: 0.0, data.corpus["snake"]: 1.0}
     out = rerank_run(data, run, Reranker(FakeScorer(table), top_n=1), top_n=3)
-    assert sorted(out["q-fruit"], key=out["q-fruit"].get, reverse=True) == ["banana", "apple", "snake"]
+    assert order(out["q-fruit"]) == ["banana", "apple", "snake"]
 
 
 def test_an_oracle_scorer_lifts_every_metric_to_its_ceiling(dataset_dir: Path) -> None:
@@ -293,13 +300,19 @@ def test_an_oracle_scorer_lifts_every_metric_to_its_ceiling(dataset_dir: Path) -
     assert better + worse + same == 3 and worse == 0
 
 
-def test_evaluate_end_to_end_with_a_real_model_writes_every_output(dataset_dir: Path, tmp_path: Path, tiny_model_dir: str) -> None:
+def test_evaluate_end_to_end_with_a_real_model_writes_every_output(
+    dataset_dir: Path, tmp_path: Path, tiny_model_dir: str
+) -> None:
     data = load_beir(dataset_dir)
     scorer = CrossEncoderScorer(tiny_model_dir, device="cpu")
     result = evaluate_reranking(data, scorer, top_n=4)
     paths = result.save(tmp_path / "out")
     assert [p.name for p in paths] == [
-        "metrics.json", "first_stage.run", "reranked.run", "per_query.tsv", "ndcg10_per_query.png"
+        "metrics.json",
+        "first_stage.run",
+        "reranked.run",
+        "per_query.tsv",
+        "ndcg10_per_query.png",
     ]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics) == {"first_stage", "reranked", "queries", "model", "top_n"}
@@ -313,9 +326,9 @@ def test_evaluate_end_to_end_with_a_real_model_writes_every_output(dataset_dir: 
     run = result.first_stage_run["q-capital"]
     head = sorted(run, key=lambda d: (run[d], d), reverse=True)[:4]
     raw = scorer.score(QUERIES["q-capital"], [data.corpus[d] for d in head]).raw
-    expected = [d for _, d in sorted(zip(raw, head), key=lambda x: -x[0])]
+    expected = [d for _, d in sorted(zip(raw, head, strict=True), key=lambda x: -x[0])]
     got = result.reranked_run["q-capital"]
-    assert sorted(got, key=got.get, reverse=True)[:4] == expected
+    assert order(got)[:4] == expected
     assert (tmp_path / "out" / "ndcg10_per_query.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (tmp_path / "out" / "per_query.tsv").read_text().splitlines()
     assert rows[0].startswith("query-id\tndcg@10_before\tndcg@10_after") and len(rows) == 4
