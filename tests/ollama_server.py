@@ -13,7 +13,8 @@ use, with Ollama's request and response shapes and error format:
 - ``POST /api/chat`` and ``POST /api/generate``: a deterministic reply built from the
   prompt (see :func:`compose_reply`), streamed as NDJSON (Ollama's default) or not.
 - ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``, ``GET /``.
-- A model it does not serve: 404 ``{"error": "model \\"x\\" not found, try pulling it first"}``.
+- A model it does not serve: 404 ``{"error": "model \\"x\\" not found, try pulling it first"}``
+  (``/api/show``: ``model 'x' not found``, as Ollama words it there).
 
 Faults, for the error-path tests: :meth:`FakeOllama.fail` (an error status and message
 for the next requests), :attr:`FakeOllama.embed_dim` (vectors of another dimension than
@@ -27,9 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -75,8 +79,9 @@ def embed(texts: list[str], *, dimensions: int | None = None) -> tuple[list[list
     model = _model()
     with _embedder_lock:  # one encode at a time: the server is threaded, the model is shared
         vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=16)
-        tokens = sum(len(ids) for ids in model.tokenizer(texts, truncation=True,
-                                                          max_length=model.max_seq_length)["input_ids"])
+        tokens = sum(
+            len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+        )
     vectors = np.asarray(vectors, dtype=np.float64).reshape(len(texts), -1)
     if dimensions is not None and dimensions < vectors.shape[1]:
         vectors = vectors[:, :dimensions]
@@ -172,6 +177,8 @@ class FakeOllama:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._release = threading.Event()  # ends the waits of delay_s
+        self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -182,24 +189,32 @@ class FakeOllama:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread."""
         if self._httpd is not None:
             raise RuntimeError("FakeOllama is already running")
+        if self.embed_models:
+            _model()  # load the weights now: the first request should not pay for it
         handler = type("_BoundHandler", (_Handler,), {"owner": self, "timeout": self.idle_timeout_s})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
+        httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd = httpd
         self._stopping.clear()
         self.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-ollama", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-ollama", daemon=True
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the port (idempotent)."""
         self._stopping.set()
+        self._release.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:  # close kept-alive connections too: a stopped Ollama accepts nothing
+            connections, self._connections = set(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -233,6 +248,8 @@ class FakeOllama:
             self._faults.clear()
         self.embed_dim = None
         self.delay_s = 0.0
+        self._release.set()  # wake requests still waiting out an old delay
+        self._release = threading.Event()
 
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
@@ -245,6 +262,11 @@ class FakeOllama:
                     return fault
         return None
 
+    def clear_requests(self) -> None:
+        """Forget the requests received so far."""
+        with self._lock:
+            self.requests.clear()
+
     def calls(self, path: str) -> list[Request]:
         """The requests received on ``path``."""
         with self._lock:
@@ -255,13 +277,34 @@ class FakeOllama:
             self.requests.append(request)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout) or a connection closed by stop(): not an error here."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeOllama
     protocol_version = "HTTP/1.1"  # keep-alive, chunked streaming: what the Ollama server does
     server_version = "FakeOllama/0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+    def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._connections.discard(self.connection)
+        with contextlib.suppress(OSError):  # the client may be gone (a timed-out request)
+            super().finish()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -298,7 +341,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Delay and injected faults; True when a fault answered the request."""
         owner = self.owner
         if owner.delay_s > 0:
-            owner._stopping.wait(owner.delay_s)
+            owner._release.wait(owner.delay_s)
+            if owner._stopping.is_set():
+                self.close_connection = True
+                return True
         fault = owner._take_fault(path)
         if fault is not None:
             self._send_error(fault.status, fault.message)
@@ -338,7 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/version":
             self._send_json(200, {"version": "0.0.0-fake"})
         elif path == "/api/tags":
-            self._send_json(200, {"models": [self._tag(m) for m in sorted(self.owner.embed_models | self.owner.chat_models)]})
+            self._send_json(
+                200, {"models": [self._tag(m) for m in sorted(self.owner.embed_models | self.owner.chat_models)]}
+            )
         else:
             self._send_error(404, "404 page not found")
 
@@ -390,20 +438,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _show(self, body: dict[str, Any]) -> None:
         name = body.get("model") or body.get("name")
         if not isinstance(name, str) or _base(name) not in self.owner.embed_models | self.owner.chat_models:
-            self._send_error(404, f'model "{name}" not found, try pulling it first')
+            self._send_error(404, f"model '{name}' not found")  # /api/show words it differently
             return
         embedding = _base(name) in self.owner.embed_models
         arch = "bert" if embedding else "llama"
-        self._send_json(200, {
-            "modelfile": f"FROM {name}",
-            "parameters": "",
-            "template": "{{ .Prompt }}",
-            "details": self._tag(_base(name))["details"],
-            "model_info": {"general.architecture": arch, f"{arch}.context_length": 256 if embedding else 8192,
-                           **({f"{arch}.embedding_length": 384} if embedding else {})},
-            "capabilities": ["embedding"] if embedding else ["completion"],
-            "modified_at": "2025-01-01T00:00:00Z",
-        })
+        self._send_json(
+            200,
+            {
+                "modelfile": f"FROM {name}",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": self._tag(_base(name))["details"],
+                "model_info": {
+                    "general.architecture": arch,
+                    f"{arch}.context_length": 256 if embedding else 8192,
+                    **({f"{arch}.embedding_length": 384} if embedding else {}),
+                },
+                "capabilities": ["embedding"] if embedding else ["completion"],
+                "modified_at": "2025-01-01T00:00:00Z",
+            },
+        )
 
     def _vectors(self, texts: list[str], dimensions: Any) -> tuple[list[list[float]], int] | None:
         if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
@@ -435,13 +489,16 @@ class _Handler(BaseHTTPRequestHandler):
         if result is None:
             return
         vectors, tokens = result
-        self._send_json(200, {
-            "model": name,
-            "embeddings": vectors,
-            "total_duration": time.perf_counter_ns() - start,
-            "load_duration": 0,
-            "prompt_eval_count": tokens,
-        })
+        self._send_json(
+            200,
+            {
+                "model": name,
+                "embeddings": vectors,
+                "total_duration": time.perf_counter_ns() - start,
+                "load_duration": 0,
+                "prompt_eval_count": tokens,
+            },
+        )
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         name = self._model(body, self.owner.embed_models)
