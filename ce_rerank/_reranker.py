@@ -187,7 +187,9 @@ class RerankerSettings(BaseModel):
     )
     device: str | None = Field(default="auto", description="'auto' (cuda, then mps, then cpu) or a torch device.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="'auto' (float16 on CUDA, float32 elsewhere), or a fixed precision."
+        default="auto",
+        description="'auto': the fastest precision that keeps the ranking (float16 on CUDA, bfloat16 autocast "
+        "on CPUs with native bfloat16, float32 elsewhere); 'float32' forces exact scores.",
     )
     long_text: Literal["window", "truncate"] = Field(
         default="window",
@@ -206,6 +208,11 @@ class RerankerSettings(BaseModel):
         default=(1.0, 1.0), description="RRF weights: (retriever, cross-encoder)."
     )
     trust_remote_code: bool = Field(default=False, description="Run code shipped with the model. Off by default.")
+    cache_size: int = Field(
+        default=0,
+        description="Keep the scores of this many (query, text) pairs in a process-wide LRU cache, so repeated "
+        "queries skip the model; 0 (default) turns it off.",
+    )
     on_error: Literal["raise", "passthrough"] = Field(
         default="raise",
         description="'raise': scoring failures propagate. 'passthrough': return the retriever's order "
@@ -246,6 +253,7 @@ class RerankerSettings(BaseModel):
             window_tokens=self.window_tokens,
             max_windows=self.max_windows,
             trust_remote_code=self.trust_remote_code,
+            cache_size=self.cache_size,
         )
 
     @property

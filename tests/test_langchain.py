@@ -129,7 +129,7 @@ def test_same_order_as_langchain_classic_cross_encoder_reranker(tiny_model_dir: 
 
     docs = [Document(page_content=t, id=str(i)) for i, t in enumerate(dict.fromkeys(TEXTS))]
     theirs = CrossEncoderReranker(model=HuggingFaceCrossEncoder(model_name=tiny_model_dir), top_n=4)
-    ours = CrossEncoderRerank(model=tiny_model_dir, top_n=4)
+    ours = CrossEncoderRerank(model=tiny_model_dir, top_n=4, dtype="float32")  # exact, as theirs
     assert [d.id for d in ours.compress_documents(docs, QUERY)] == [
         d.id for d in theirs.compress_documents(docs, QUERY)
     ]

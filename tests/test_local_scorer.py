@@ -36,7 +36,7 @@ def ce(tiny_model_dir: str):  # type: ignore[no-untyped-def]
 
 
 def test_scores_equal_cross_encoder_predict_on_the_same_model(tiny_model_dir: str, ce) -> None:  # type: ignore[no-untyped-def]
-    scores = CrossEncoderScorer(tiny_model_dir).score(QUERY, TEXTS)
+    scores = CrossEncoderScorer(tiny_model_dir, dtype="float32").score(QUERY, TEXTS)
     expected = ce.predict([(QUERY, t) for t in TEXTS], activation_fn=torch.nn.Identity())
     assert scores.raw == pytest.approx(expected.tolist(), abs=1e-5)
     assert scores.relevance == pytest.approx(ce.predict([(QUERY, t) for t in TEXTS]).tolist(), abs=1e-6)
@@ -47,7 +47,7 @@ def test_two_output_models_score_the_softmax_relevant_probability(tiny_two_label
     from sentence_transformers import CrossEncoder
 
     logits = CrossEncoder(tiny_two_label_model_dir).predict([(QUERY, t) for t in TEXTS])
-    scores = CrossEncoderScorer(tiny_two_label_model_dir).score(QUERY, TEXTS)
+    scores = CrossEncoderScorer(tiny_two_label_model_dir, dtype="float32").score(QUERY, TEXTS)
     probs = torch.softmax(torch.tensor(logits), dim=1)[:, 1].tolist()
     assert scores.relevance == pytest.approx(probs, abs=1e-6)
     assert scores.raw == pytest.approx((logits[:, 1] - logits[:, 0]).tolist(), abs=1e-5)
@@ -60,7 +60,7 @@ def test_identical_texts_are_scored_once(tiny_model_dir: str) -> None:
 
 
 def test_pairs_are_batched_by_token_length_within_budgets(tiny_model_dir: str) -> None:
-    scorer = CrossEncoderScorer(tiny_model_dir, batch_size=3, max_batch_tokens=200)
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", batch_size=3, max_batch_tokens=200)
     texts = [" ".join(["word"] * n) for n in (5, 60, 10, 80, 2, 70, 30)]
     lm = scorer.load()
     pairs, *_ = scorer._plan(lm, QUERY, texts)
@@ -71,7 +71,7 @@ def test_pairs_are_batched_by_token_length_within_budgets(tiny_model_dir: str) -
     assert all(len(b) <= 3 and len(b) * b[0] <= 200 for b in lengths)
     assert sorted(i for b in batches for i in b) == list(range(len(pairs)))
     small = scorer.score(QUERY, texts)
-    whole = CrossEncoderScorer(tiny_model_dir, batch_size=64, max_batch_tokens=100_000).score(QUERY, texts)
+    whole = CrossEncoderScorer(tiny_model_dir, dtype="float32", batch_size=64, max_batch_tokens=100_000).score(QUERY, texts)
     assert small.batches == len(batches) and whole.batches == 1
     assert small.raw == pytest.approx(whole.raw, abs=1e-5)
 
@@ -119,7 +119,7 @@ LONG = (
 
 
 def test_long_documents_are_windowed_and_the_best_window_span_is_reported(tiny_model_dir: str, ce) -> None:  # type: ignore[no-untyped-def]
-    scorer = CrossEncoderScorer(tiny_model_dir, window_tokens=32)
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", window_tokens=32)
     scores = scorer.score(QUERY, [LONG, "short text"])
     assert scores.windowed == 1 and scores.truncated == 0
     start, end = scores.spans[0]  # type: ignore[misc]
@@ -229,9 +229,23 @@ def test_bad_settings_fail_at_construction(tiny_model_dir: str, kwargs: dict, me
     assert str(err.value) == message
 
 
-def test_auto_device_is_cpu_here_and_auto_dtype_is_exact_float32(tiny_model_dir: str) -> None:
+def test_auto_device_is_cpu_here_and_auto_dtype_is_bfloat16_only_where_the_cpu_has_it(tiny_model_dir: str) -> None:
+    from ce_rerank._local import native_bfloat16
+
     scorer = CrossEncoderScorer(tiny_model_dir)
-    assert (scorer.device, scorer.dtype) == ("cpu", "float32")
+    assert (scorer.device, scorer.dtype) == ("cpu", "bfloat16" if native_bfloat16() else "float32")
+    assert CrossEncoderScorer(tiny_model_dir, dtype="float32").dtype == "float32"  # the way to force exact scores
+
+
+def test_auto_dtype_falls_back_to_exact_float32_without_native_bfloat16(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert CrossEncoderScorer(tiny_model_dir).dtype == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert CrossEncoderScorer(tiny_model_dir).dtype == "bfloat16"
+    assert CrossEncoderScorer(tiny_model_dir, device="cuda", dtype="auto").dtype == "float16"
 
 
 def test_bfloat16_autocast_keeps_scores_close(minilm_model_dir: str) -> None:
