@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fake_rerank_server import FakeRerankServer, Fault, fake_logit, fake_relevance, free_port
@@ -34,6 +34,7 @@ DOCS = [
     "Cross-encoders read the query and the passage together.",
 ]
 SECRET = "sk-test-9f8e7d6c5b4a"
+OnError = Literal["raise", "passthrough"]
 
 
 @pytest.fixture
@@ -314,7 +315,7 @@ class Via:
         return self.name
 
     def run(
-        self, scorer: RemoteScorer, on_error: str, docs: list[str], *, use_async: bool = False
+        self, scorer: RemoteScorer, on_error: OnError, docs: list[str], *, use_async: bool = False
     ) -> tuple[list[str], list[Any], list[Any]]:
         def arun(coro: Any) -> Any:
             async def main() -> Any:
@@ -326,7 +327,7 @@ class Via:
             return asyncio.run(main())
 
         if self.name == "core":
-            reranker = Reranker(scorer, top_n=None, on_error=on_error)  # type: ignore[arg-type]
+            reranker = Reranker(scorer, top_n=None, on_error=on_error)
             ranked = arun(reranker.arerank(QUERY, docs)) if use_async else reranker.rerank(QUERY, docs)
             texts = [docs[c.index] for c in ranked]
             return texts, [c.rerank_error for c in ranked], [c.relevance_score for c in ranked]
@@ -439,7 +440,7 @@ def test_fault_passes_the_retriever_order_through_flagged_with_on_error_passthro
 
 @pytest.mark.parametrize("via", VIAS, ids=str)
 @pytest.mark.parametrize("on_error", ["raise", "passthrough"])
-def test_server_error_then_success_is_retried_and_scores(server: FakeRerankServer, via: Via, on_error: str) -> None:
+def test_server_error_then_success_is_retried_and_scores(server: FakeRerankServer, via: Via, on_error: OnError) -> None:
     server.plan(Fault.error(500, {"error": "CUDA out of memory"}), Fault.error(503, "busy"), Fault.ok())
     with _scorer_for(server.url) as scorer:
         texts, errors, scores = via.run(scorer, on_error, DOCS[:2])
@@ -451,7 +452,7 @@ def test_server_error_then_success_is_retried_and_scores(server: FakeRerankServe
 
 @pytest.mark.parametrize("via", VIAS, ids=str)
 @pytest.mark.parametrize("on_error", ["raise", "passthrough"])
-def test_429_waits_as_retry_after_says_then_scores(server: FakeRerankServer, via: Via, on_error: str) -> None:
+def test_429_waits_as_retry_after_says_then_scores(server: FakeRerankServer, via: Via, on_error: OnError) -> None:
     server.plan(Fault.error(429, {"message": "slow down"}, retry_after="1"), Fault.ok())
     with _scorer_for(server.url) as scorer:
         start = time.perf_counter()

@@ -148,7 +148,8 @@ def _tail(log: Path, lines: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def local_scores(engine_model_dir: str) -> tuple[list[float], list[float]]:
-    scores = CrossEncoderScorer(engine_model_dir, device="cpu").score(QUERY, DOCS)
+    # exact float32, as the engines serve it (dtype="auto" may pick bfloat16 on this CPU)
+    scores = CrossEncoderScorer(engine_model_dir, device="cpu", dtype="float32").score(QUERY, DOCS)
     return scores.relevance, scores.raw
 
 
@@ -189,8 +190,10 @@ def test_both_adapters_rank_remote_like_local(engine: Engine) -> None:
     with engine.scorer() as scorer:
         lc_remote = LcRerank(scorer=scorer, top_n=5).compress_documents(docs, QUERY)
         li_remote = LiRerank(scorer=scorer, top_n=5).postprocess_nodes(nodes, query_str=QUERY)
-    lc_local = LcRerank(model=engine.model_dir, device="cpu", top_n=5).compress_documents(docs, QUERY)
-    li_local = LiRerank(model=engine.model_dir, device="cpu", top_n=5).postprocess_nodes(nodes, query_str=QUERY)
+    lc_local = LcRerank(model=engine.model_dir, device="cpu", dtype="float32", top_n=5).compress_documents(docs, QUERY)
+    li_local = LiRerank(model=engine.model_dir, device="cpu", dtype="float32", top_n=5).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
     assert [d.id for d in lc_remote] == [d.id for d in lc_local]
     assert [n.node.node_id for n in li_remote] == [n.node.node_id for n in li_local]
     for got, want in zip(lc_remote, lc_local, strict=True):
