@@ -20,6 +20,7 @@ import email.utils
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 import weakref
@@ -175,8 +176,8 @@ class RemoteScorer:
         max_connections: most requests in flight at once from this scorer (across threads for
             sync calls, per event loop for async ones), and the size of its connection pool;
             further requests wait their turn (they never pile up inside the HTTP pool).
-        verify: TLS certificate verification (on by default): ``True``, ``False`` or a CA
-            bundle path.
+        verify: TLS certificate verification (on by default): ``True``, ``False``, a CA
+            bundle path or an ``ssl.SSLContext``.
         headers: extra HTTP headers for every request.
 
     Scores: ``api="rerank"`` servers return a probability (vLLM and Infinity apply the
@@ -186,7 +187,12 @@ class RemoteScorer:
     the local scorer's raw score up to float32 rounding of the probability. ``api="tei"``
     asks for raw scores: ``ce_raw_score`` is the logit, ``relevance_score`` its sigmoid.
     Long documents are cut or rejected by the server's own rules: the local scorer's
-    windowing does not apply.
+    windowing does not apply. Texts travel as UTF-8: lone surrogates become U+FFFD.
+
+    Clients: one ``httpx.Client`` for sync calls (shared by threads) and one
+    ``httpx.AsyncClient`` per event loop for async calls (real async I/O, no threads), each
+    opened on first use and reused. ``close()`` closes the sync one; ``await aclose()`` (or
+    ``async with scorer``) closes the current loop's, and belongs before that loop ends.
 
     Example:
         >>> from ce_rerank import RemoteScorer  # doctest: +SKIP
@@ -210,7 +216,7 @@ class RemoteScorer:
         max_wait: float = 60.0,
         max_parallel: int = 4,
         max_connections: int = 32,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.strip():
@@ -293,7 +299,8 @@ class RemoteScorer:
     def _client_kwargs(self, httpx: Any) -> dict[str, Any]:
         return {
             "timeout": self.timeout,
-            "verify": self.verify,
+            # a CA bundle path becomes an SSLContext (httpx 0.28 deprecates verify=<path>)
+            "verify": ssl.create_default_context(cafile=self.verify) if isinstance(self.verify, str) else self.verify,
             "headers": self._headers(),
             "follow_redirects": False,
             "limits": httpx.Limits(

@@ -553,3 +553,17 @@ def test_a_server_process_killed_during_a_request_gives_a_scorer_error() -> None
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_ca_bundle_path_is_loaded_into_the_tls_context(tmp_path: Path) -> None:
+    import ssl
+
+    bundle = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.exists():
+        pytest.skip("no CA bundle on this machine")
+    scorer = RemoteScorer("https://127.0.0.1:1", verify=str(bundle))
+    try:
+        ctx = scorer._sync_client()._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.cert_store_stats()["x509_ca"] > 0
+    finally:
+        scorer.close()
