@@ -257,6 +257,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluation as ev
+    from ._reranker import Reranker
 
     # Check everything cheap before loading the model and running the first stage.
     data = ev.load_beir(args.dataset, split=args.split)
@@ -273,9 +274,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.output is not None:
         ev._require("matplotlib", "the per-query plot")
     scorer = _scorer(args)
+    reranker = Reranker(scorer, top_n=None, fusion=args.fusion)
     result = ev.evaluate_reranking(
         data,
-        scorer,
+        reranker,
         first_stage=args.first_stage,
         top_n=args.top_n,
         max_queries=args.max_queries,
@@ -432,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_eval.add_argument(
         "--max-queries", type=_positive_int, default=None, help="evaluate only the first N judged queries"
+    )
+    p_eval.add_argument(
+        "--fusion",
+        choices=["rrf"],
+        default=None,
+        help="fuse the first stage's order with the cross-encoder's (Reciprocal Rank Fusion, k=60) instead of "
+        "replacing it",
     )
     p_eval.add_argument("--split", default="test", help="qrels file to use: qrels/<split>.tsv (default test)")
     p_eval.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -427,7 +427,8 @@ def rerank_run(
 
     Returns:
         A run whose scores order each query's documents: the reranked candidates carry the
-        scorer's raw score, the rest lower scores in first-stage order.
+        scorer's raw score (the fusion score when the reranker fuses), the rest lower scores in
+        first-stage order.
     """
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise ValueError(f"top_n must be an integer >= 1, got {top_n!r}")
@@ -453,10 +454,11 @@ def rerank_run(
             kept = [c.index for c in ranked]
             rest = [i for i in range(len(head)) if i not in set(kept)]
             new: dict[str, float] = {}
-            raw = [c.ce_raw_score for c in ranked]
-            if all(r is not None and math.isfinite(r) for r in raw):
-                for c in ranked:
-                    new[head[c.index]] = float(c.ce_raw_score)  # type: ignore[arg-type]
+            # The score the reranker sorted by: the fused score with fusion on, else the raw logit.
+            keys = [c.fusion_score if c.fusion_score is not None else c.ce_raw_score for c in ranked]
+            if all(k is not None and math.isfinite(k) for k in keys):
+                for c, k in zip(ranked, keys, strict=True):
+                    new[head[c.index]] = float(k)  # type: ignore[arg-type]
                 floor = min(new.values(), default=0.0)
             else:  # passthrough after a scoring error: no scores, keep the given order
                 floor = 0.0

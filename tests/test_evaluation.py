@@ -400,3 +400,14 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, f"{module}.progress", None)
     with pytest.raises(ImportError, match=r"pip install 'ce-rerank\[eval\]'"):
         call(data, tmp_path)  # type: ignore[operator]
+
+
+def test_rerank_run_with_fusion_follows_the_fused_order_not_the_raw_scores(dataset_dir: Path) -> None:
+    data = load_beir(dataset_dir)
+    run = {"q-fruit": {"apple": 3.0, "snake": 2.0, "banana": 1.0}}
+    # The cross-encoder alone puts banana first; fused with the retriever's order, apple (1st, 2nd) wins:
+    # apple 1/61 + 1/62, banana 1/63 + 1/61, snake 1/62 + 1/63.
+    table = {data.corpus["banana"]: 5.0, data.corpus["apple"]: 4.0, data.corpus["snake"]: -1.0}
+    out = rerank_run(data, run, Reranker(FakeScorer(table), top_n=None, fusion="rrf"), top_n=3)
+    assert order(out["q-fruit"]) == ["apple", "banana", "snake"]
+    assert out["q-fruit"]["apple"] == pytest.approx(1 / 61 + 1 / 62)
