@@ -41,7 +41,9 @@ def candidates_run(out: Path) -> Path:
     return run
 
 
-def command(dataset: str, max_queries: int | None, out: Path) -> list[str]:
+def command(name: str, max_queries: int | None, out: Path) -> list[str]:
+    """The command for a row; ``NAME+rrf`` fuses BM25's order with the cross-encoder's (--fusion rrf)."""
+    dataset, _, fusion = name.partition("+")
     first_stage = "bm25"
     if dataset == CANDIDATES:
         first_stage = f"run:{candidates_run(out)}"
@@ -58,9 +60,11 @@ def command(dataset: str, max_queries: int | None, out: Path) -> list[str]:
         "--dtype",
         "bfloat16",
         "--output",
-        str(out / dataset),
+        str(out / name),
         "--no-progress",
     ]
+    if fusion:
+        cmd += ["--fusion", fusion]
     if max_queries is not None:
         cmd += ["--max-queries", str(max_queries)]
     return cmd
@@ -91,7 +95,8 @@ def table(out: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     commands = []
-    for name in DEFAULT:
+    names = [n for d in DEFAULT for n in (d, f"{d}+rrf")]
+    for name in names:
         f = out / name / "metrics.json"
         if not f.exists():
             continue
@@ -103,7 +108,9 @@ def table(out: Path) -> str:
             better += d > 1e-12
             worse += d < -1e-12
             same += abs(d) <= 1e-12
-        stage = "candidates" if name == CANDIDATES else "BM25 top 100"
+        stage = "candidates" if name.startswith(CANDIDATES) else "BM25 top 100"
+        if name.endswith("+rrf"):
+            stage += ", RRF with the reranker"
         secs = (out / name / "seconds.txt").read_text().strip() if (out / name / "seconds.txt").exists() else "?"
         rows.append(
             f"| {name} | {stage} | {m['queries']} | {b['ndcg@10']:.4f} | {a['ndcg@10']:.4f} | {b['mrr@10']:.4f} | "
