@@ -184,13 +184,19 @@ class FakeRerankServer:
     Args:
         max_batch: more documents than this in one request get TEI's 413.
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        record: keep every request (path, headers, body) in ``requests``; off for load tests,
+            whose memory measurements must not count the server's own log.
     """
 
-    def __init__(self, *, max_batch: int = 1000, api_key: str | None = None, echo_requests: bool = False) -> None:
+    def __init__(
+        self, *, max_batch: int = 1000, api_key: str | None = None, record: bool = True, echo_requests: bool = False
+    ) -> None:
         self.max_batch = max_batch
         self.api_key = api_key
+        self.record = record
         self.echo_requests = echo_requests
         self.requests: list[dict[str, Any]] = []
+        self._posts = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -211,17 +217,19 @@ class FakeRerankServer:
 
     def _next(self, path: str, headers: dict[str, str], raw: bytes) -> Fault:
         with self._lock:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
-            self.requests.append({"path": path, "headers": headers, "body": body})
+            self._posts += 1
+            if self.record:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                self.requests.append({"path": path, "headers": headers, "body": body})
             return self._faults.popleft() if self._faults else Fault()
 
     @property
     def posts(self) -> int:
         with self._lock:
-            return len(self.requests)
+            return self._posts
 
     def kill(self) -> None:
         """Stop listening and cut every open connection (as if the process died)."""
