@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._local import DEFAULT_MODEL, CrossEncoderScorer, clear_model_cache, loaded_models
 from ._ranking import RankedCandidate, rank
+from ._remote import RemoteScorer
 from ._reranker import Reranker, RerankerSettings
 from ._scores import Scorer, Scores
 from .exceptions import (
@@ -34,6 +35,7 @@ __all__ = [
     "CrossEncoderScorer",
     "ModelLoadError",
     "RankedCandidate",
+    "RemoteScorer",
     "Reranker",
     "RerankerSettings",
     "Scorer",

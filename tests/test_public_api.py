@@ -18,6 +18,7 @@ CORE_API = [
     "CrossEncoderScorer",
     "ModelLoadError",
     "RankedCandidate",
+    "RemoteScorer",
     "Reranker",
     "RerankerSettings",
     "Scorer",
