@@ -439,6 +439,12 @@ def rerank_run(
             f"the run names {len(missing)} document(s) that are not in the corpus, e.g. {missing[0]!r}: "
             "check that the run belongs to this dataset"
         )
+    unknown = [q for q in run if q not in dataset.queries]
+    if unknown:
+        raise DatasetError(
+            f"the run has {len(unknown)} query id(s) that are not in queries.jsonl, e.g. {unknown[0]!r}: "
+            "check that the run belongs to this dataset"
+        )
     out: Run = {}
     bar = _progress() if progress else None
     task = bar.add_task(f"reranking {dataset.name}", total=len(run)) if bar is not None else None
@@ -452,7 +458,8 @@ def rerank_run(
                 reranker.rerank(dataset.queries[qid], [dataset.corpus[d] for d in head], ids=head) if head else []
             )
             kept = [c.index for c in ranked]
-            rest = [i for i in range(len(head)) if i not in set(kept)]
+            kept_set = set(kept)
+            rest = [i for i in range(len(head)) if i not in kept_set]
             new: dict[str, float] = {}
             # The score the reranker sorted by: the fused score with fusion on, else the raw logit.
             keys = [c.fusion_score if c.fusion_score is not None else c.ce_raw_score for c in ranked]

@@ -279,6 +279,11 @@ def test_rerank_run_refuses_documents_missing_from_the_corpus(dataset_dir: Path)
         rerank_run(load_beir(dataset_dir), {"q-fruit": {"ghost": 1.0}}, FakeScorer())
 
 
+def test_rerank_run_refuses_queries_missing_from_the_dataset(dataset_dir: Path) -> None:
+    with pytest.raises(DatasetError, match=r"1 query id\(s\) that are not in queries\.jsonl, e\.g\. 'q-other'"):
+        rerank_run(load_beir(dataset_dir), {"q-other": {"banana": 1.0}}, FakeScorer())
+
+
 def test_rerank_run_keeps_candidates_a_reranker_drops_below_the_ones_it_keeps(dataset_dir: Path) -> None:
     data = load_beir(dataset_dir)
     run = {"q-fruit": {"apple": 3.0, "banana": 2.0, "snake": 1.0}}
