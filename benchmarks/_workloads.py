@@ -75,7 +75,7 @@ def bm25_top(col: Collection, query_ids: list[str], k: int) -> dict[str, list[in
     retriever.index(bm25s.tokenize(col.texts, stopwords="en", show_progress=False), show_progress=False)
     tokens = bm25s.tokenize([col.queries[q] for q in query_ids], stopwords="en", show_progress=False)
     docs, _ = retriever.retrieve(tokens, k=min(k, len(col.texts)), show_progress=False, n_threads=1)
-    return {q: [int(i) for i in row] for q, row in zip(query_ids, docs)}
+    return {q: [int(i) for i in row] for q, row in zip(query_ids, docs, strict=False)}
 
 
 def _fits(tokenizer, query: str, texts: list[str], limit: int = 512) -> list[bool]:  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def retrieval_calls(dataset: str, n_candidates: int, n_queries: int) -> list[Cal
     for q in qids:
         texts = [col.texts[i] for i in top[q] if col.texts[i]]
         keep = _fits(tokenizer, col.queries[q], texts)
-        texts = [t for t, ok in zip(texts, keep) if ok][:n_candidates]
+        texts = [t for t, ok in zip(texts, keep, strict=False) if ok][:n_candidates]
         calls.append((col.queries[q], texts))
     return calls
 

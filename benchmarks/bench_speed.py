@@ -46,11 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _workloads as W  # noqa: E402
+import _workloads as W
 
 TOP_N = 10
 OURS = ("ours-langchain", "ours-llamaindex", "ours-langchain-fp32")
@@ -134,9 +135,8 @@ def build_flashrank(model: str, workdir: str, threads: int) -> Runner:
     import warnings
 
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from flashrank import Config, Ranker, RerankRequest
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     name = "ce-rerank-bench-model"
     folder = Path(workdir) / name
@@ -149,9 +149,14 @@ def build_flashrank(model: str, workdir: str, threads: int) -> Runner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                hf, tuple(enc[k] for k in names), str(folder / "model.onnx"), input_names=names,
-                output_names=["logits"], dynamic_axes={**{k: {0: "batch", 1: "seq"} for k in names}, "logits": {0: "batch"}},
-                opset_version=17, dynamo=False,
+                hf,
+                tuple(enc[k] for k in names),
+                str(folder / "model.onnx"),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={**{k: {0: "batch", 1: "seq"} for k in names}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
             )
         for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
             shutil.copy(Path(model) / f, folder / f)
@@ -220,20 +225,32 @@ def uptime() -> str:
 
 
 def machine() -> dict[str, Any]:
-    import torch
 
     from ce_rerank._local import native_bfloat16
 
     model_name = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
         platform.processor(),
     )
     flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("torch", "sentence-transformers", "transformers", "onnxruntime", "rerankers", "flashrank",
-                "langchain-classic", "langchain-community", "llama-index-postprocessor-sbert-rerank"):
+    for pkg in (
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "onnxruntime",
+        "rerankers",
+        "flashrank",
+        "langchain-classic",
+        "langchain-community",
+        "llama-index-postprocessor-sbert-rerank",
+    ):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -257,8 +274,9 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="wikiqa,retrieval-100,retrieval-1000")
-    ap.add_argument("--queries", default="wikiqa=10,retrieval-100=1,retrieval-1000=1",
-                    help="calls per repetition for each workload")
+    ap.add_argument(
+        "--queries", default="wikiqa=10,retrieval-100=1,retrieval-1000=1", help="calls per repetition for each workload"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--contenders", default="all", help=f"comma list from: {', '.join(ALL)}")
     ap.add_argument("--threads", type=int, default=1)
@@ -301,8 +319,8 @@ def main() -> None:
             tops: dict[str, list[list[int]]] = {n: [] for n in names}
             k = 0
             for rep in range(args.reps):
-                for ci, (query, texts) in enumerate(calls):
-                    order = names[k % len(names):] + names[: k % len(names)]  # rotate the starting contender
+                for _ci, (query, texts) in enumerate(calls):
+                    order = names[k % len(names) :] + names[: k % len(names)]  # rotate the starting contender
                     k += 1
                     for n in order:
                         conns[n].send(("run", query, texts))
@@ -324,12 +342,16 @@ def main() -> None:
                     "p50_s": statistics.median(ts),
                     "p95_s": pct(ts, 0.95),
                     "peak_rss_mib": rss[n] / 1024,
-                    "top10_equals_fp32": all(a == b for a, b in zip(tops[n], tops["ours-langchain-fp32"])),
+                    "top10_equals_fp32": all(
+                        a == b for a, b in zip(tops[n], tops["ours-langchain-fp32"], strict=False)
+                    ),
                     "seconds": ts,
                 }
                 for ours in ("ours-langchain", "ours-langchain-fp32"):
                     if ours in times:
-                        row[f"ratio_vs_{ours}"] = statistics.median(a / b for a, b in zip(ts, times[ours]))
+                        row[f"ratio_vs_{ours}"] = statistics.median(
+                            a / b for a, b in zip(ts, times[ours], strict=False)
+                        )
                 rows[n] = row
             result["workloads"][wname] = {
                 "description": W.WORKLOADS[wname][1],
@@ -354,13 +376,15 @@ def table(wname: str, block: dict[str, Any]) -> str:
         f"\n{wname}: {block['description']}; {block['calls_per_rep']} call(s) per repetition, "
         f"{sum(block['pairs_per_call'])} pairs",
         "",
-        "| contender | pairs/s | p50 s/call | p95 s/call | peak RSS MiB | its time / ours (default) | its time / ours (fp32) | top 10 = fp32 |",
+        "| contender | pairs/s | p50 s/call | p95 s/call | peak RSS MiB | its time / ours (default) "
+        "| its time / ours (fp32) | top 10 = fp32 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for n, r in sorted(rows.items(), key=lambda kv: -kv[1]["pairs_per_s"]):
         lines.append(
             f"| {n} | {r['pairs_per_s']:.1f} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['peak_rss_mib']:.0f} | "
-            f"{r.get('ratio_vs_ours-langchain', float('nan')):.2f} | {r.get('ratio_vs_ours-langchain-fp32', float('nan')):.2f} | "
+            f"{r.get('ratio_vs_ours-langchain', float('nan')):.2f} | "
+            f"{r.get('ratio_vs_ours-langchain-fp32', float('nan')):.2f} | "
             f"{'yes' if r['top10_equals_fp32'] else 'no'} |"
         )
     peers = {n: r for n, r in rows.items() if n in PEER_DEFAULTS}
@@ -369,7 +393,8 @@ def table(wname: str, block: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             f"fastest peer at its defaults: {fastest}; it takes {peers[fastest]['ratio_vs_ours-langchain']:.2f}x our "
-            f"default's time and {peers[fastest].get('ratio_vs_ours-langchain-fp32', float('nan')):.2f}x our exact fp32's"
+            f"default's time and "
+            f"{peers[fastest].get('ratio_vs_ours-langchain-fp32', float('nan')):.2f}x our exact fp32's"
         )
     return "\n".join(lines)
 

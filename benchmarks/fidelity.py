@@ -60,7 +60,9 @@ def make_scorers(paths: list[str]) -> dict[str, object]:
     return scorers
 
 
-def datasets(cranfield_queries: int, wikiqa_queries: int) -> dict[str, tuple[list[tuple[str, str, list[str], list[str]]], dict]]:
+def datasets(
+    cranfield_queries: int, wikiqa_queries: int
+) -> dict[str, tuple[list[tuple[str, str, list[str], list[str]]], dict]]:
     """name -> ([(query id, query, doc ids, texts)], qrels)."""
     out = {}
     wiki = []
@@ -69,7 +71,7 @@ def datasets(cranfield_queries: int, wikiqa_queries: int) -> dict[str, tuple[lis
         if not any(labels):
             continue
         ids = [f"{qid}-{i}" for i in range(len(texts))]
-        qrels_w[qid] = {d: 1 for d, y in zip(ids, labels) if y}
+        qrels_w[qid] = {d: 1 for d, y in zip(ids, labels, strict=False) if y}
         wiki.append((qid, q, ids, texts))
     out["wikiqa"] = (wiki[:wikiqa_queries], {q: qrels_w[q] for q, *_ in wiki[:wikiqa_queries]})
     col = W.load_collection("cranfield")
@@ -112,7 +114,7 @@ def main() -> None:
                 start = time.perf_counter()
                 raw[n] = scorers[n].score(q, texts).raw  # type: ignore[attr-defined]
                 seconds[n] += time.perf_counter() - start
-                runs[n][qid] = {d: float(r) for d, r in zip(ids, raw[n])}
+                runs[n][qid] = {d: float(r) for d, r in zip(ids, raw[n], strict=False)}
             for n in taus:
                 tau = kendalltau(raw["float32"], raw[n]).statistic
                 taus[n].append(1.0 if tau != tau else float(tau))  # nan: constant scores, identical order
@@ -122,7 +124,12 @@ def main() -> None:
         rows = {}
         for n in names:
             m = {k: float(v) for k, v in metrics[n].items()}
-            row = {**m, "seconds": seconds[n], "pairs_per_s": pairs / seconds[n], "speedup": seconds["float32"] / seconds[n]}
+            row = {
+                **m,
+                "seconds": seconds[n],
+                "pairs_per_s": pairs / seconds[n],
+                "speedup": seconds["float32"] / seconds[n],
+            }
             if n != "float32":
                 d = m["ndcg@10"] - metrics["float32"]["ndcg@10"]
                 row |= {
@@ -136,7 +143,9 @@ def main() -> None:
         results["datasets"][dname] = {"queries": len(calls), "pairs": pairs, "paths": rows}
     results["uptime_end"] = uptime()
     results["verdict"] = {
-        n: all(results["datasets"][d]["paths"][n]["passes"] for d in results["datasets"]) for n in names if n != "float32"
+        n: all(results["datasets"][d]["paths"][n]["passes"] for d in results["datasets"])
+        for n in names
+        if n != "float32"
     }
     print(markdown(results))
     if args.json:
@@ -149,7 +158,8 @@ def markdown(r: dict) -> str:
         f"threads={r['threads']}; load at start: {r['uptime_start'].split('load average: ')[-1]}; "
         f"at end: {r['uptime_end'].split('load average: ')[-1]}",
         "",
-        "| dataset | path | NDCG@10 | ΔNDCG@10 vs fp32 | MAP | MRR@10 | Kendall tau mean / median / min | pairs/s | speed vs fp32 | gate |",
+        "| dataset | path | NDCG@10 | ΔNDCG@10 vs fp32 | MAP | MRR@10 | Kendall tau mean / median / min "
+        "| pairs/s | speed vs fp32 | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d, block in r["datasets"].items():
@@ -162,7 +172,8 @@ def markdown(r: dict) -> str:
                 gate = "pass" if row["passes"] else "FAIL"
             lines.append(
                 f"| {d} ({block['queries']} q, {block['pairs']} pairs) | {n} | {row['ndcg@10']:.4f} | {extra} | "
-                f"{row['map']:.4f} | {row['mrr@10']:.4f} | {tau} | {row['pairs_per_s']:.1f} | {row['speedup']:.2f}x | {gate} |"
+                f"{row['map']:.4f} | {row['mrr@10']:.4f} | {tau} | {row['pairs_per_s']:.1f} | "
+                f"{row['speedup']:.2f}x | {gate} |"
             )
     lines.append("")
     lines.append("verdict: " + ", ".join(f"{n}: {'passes' if ok else 'fails'}" for n, ok in r["verdict"].items()))

@@ -57,7 +57,10 @@ def main() -> None:
     for c in configs:
         sec = statistics.median(times[c])
         sample = scorers[c].score(calls[0][0], calls[0][1])
-        print(f"{c[0]:>9} max_batch_tokens={c[1]:>5}: {sec:7.2f} s  {pairs / sec:6.1f} pairs/s  batches/call {sample.batches}")
+        print(
+            f"{c[0]:>9} max_batch_tokens={c[1]:>5}: {sec:7.2f} s  {pairs / sec:6.1f} pairs/s  "
+            f"batches/call {sample.batches}"
+        )
     print(f"planning (tokenise + sort + batch) alone: {statistics.median(plan_times):.3f} s for {pairs} pairs")
     print("uptime at end:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"threads={args.threads} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")

@@ -391,7 +391,7 @@ class CrossEncoderScorer:
         stride = min(self.window_stride or max(window // 2, 1), window)
         pairs: list[_Pair] = []
         truncated = windowed = capped = 0
-        for doc, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        for doc, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
             n = len(ids)
             if n <= budget:
                 pairs.append(_Pair(doc, None, q_len + n + specials))
@@ -495,11 +495,11 @@ class CrossEncoderScorer:
                         text = todo[p.doc]
                         chunk.append(text if p.span is None else text[p.span[0] : p.span[1]])
                     out = self._forward(lm, query, chunk)
-                    for i, v in zip(batch, out.tolist()):
+                    for i, v in zip(batch, out.tolist(), strict=True):
                         raw[i] = v
                     n_batches += 1
             best: dict[str, tuple[float, tuple[int, int] | None]] = {}
-            for p, r in zip(pairs, raw):
+            for p, r in zip(pairs, raw, strict=True):
                 t = todo[p.doc]
                 if t not in best or r > best[t][0]:
                     best[t] = (r, p.span)

@@ -69,9 +69,10 @@ def test_the_cache_is_shared_by_scorers_with_the_same_settings_only(tiny_model_d
     assert CrossEncoderScorer(tiny_model_dir, dtype="float32", cache_size=10).score(QUERY, TEXTS).pairs == 0
     # other settings give other scores, so they never read these
     assert CrossEncoderScorer(tiny_model_dir, dtype="bfloat16", cache_size=10).score(QUERY, TEXTS).pairs == 3
-    assert CrossEncoderScorer(tiny_model_dir, dtype="float32", window_tokens=16, cache_size=10).score(
-        QUERY, TEXTS
-    ).pairs == 3
+    assert (
+        CrossEncoderScorer(tiny_model_dir, dtype="float32", window_tokens=16, cache_size=10).score(QUERY, TEXTS).pairs
+        == 3
+    )
     ce_rerank.clear_model_cache()
     assert CrossEncoderScorer(tiny_model_dir, dtype="float32", cache_size=10).score(QUERY, TEXTS).pairs == 3
 
