@@ -304,7 +304,11 @@ def main() -> None:
         parent, child = ctx.Pipe()
         p = ctx.Process(target=worker, args=(name, str(W.MODEL), args.threads, workdir, child), daemon=True)
         p.start()
-        msg = parent.recv()  # load one at a time: loading is not what is timed
+        child.close()  # so that recv() raises EOFError if the worker dies (e.g. killed for memory)
+        try:
+            msg = parent.recv()  # load one at a time: loading is not what is timed
+        except EOFError:
+            msg = ("error", f"worker died while loading (exit code {p.join(5) or p.exitcode})")
         if msg[0] == "error":
             print(f"{name}: could not start: {msg[1]}", flush=True)
             result.setdefault("failed", {})[name] = msg[1]
@@ -313,6 +317,8 @@ def main() -> None:
         procs[name], conns[name], base_rss[name] = p, parent, msg[1]
         print(f"{name}: ready ({msg[1] / 1024:.0f} MiB)", flush=True)
     names = list(procs)
+    dead: dict[str, str] = {}
+    result["died"] = dead
     try:
         for wname, calls in workloads.items():
             times: dict[str, list[float]] = {n: [] for n in names}
@@ -323,12 +329,24 @@ def main() -> None:
                     order = names[k % len(names) :] + names[: k % len(names)]  # rotate the starting contender
                     k += 1
                     for n in order:
-                        conns[n].send(("run", query, texts))
-                        _, sec, top = conns[n].recv()
+                        if n in dead:
+                            continue
+                        try:
+                            conns[n].send(("run", query, texts))
+                            _, sec, top = conns[n].recv()
+                        except (EOFError, BrokenPipeError):
+                            procs[n].join(5)
+                            dead[n] = (
+                                f"worker died during {wname} "
+                                f"(exit code {procs[n].exitcode}; -9: killed, e.g. for memory)"
+                            )
+                            print(f"{n}: {dead[n]}", flush=True)
+                            continue
                         times[n].append(sec)
                         if rep == 0:
                             tops[n].append(top)
                 print(f"{wname}: rep {rep + 1}/{args.reps} done ({uptime().split('load average: ')[-1]})", flush=True)
+            names = [n for n in names if n not in dead]
             rss = {}
             for n in names:
                 conns[n].send(("rss",))
@@ -362,7 +380,8 @@ def main() -> None:
             print(table(wname, result["workloads"][wname]), flush=True)
     finally:
         for n in names:
-            conns[n].send(("stop",))
+            if n not in dead:
+                conns[n].send(("stop",))
             procs[n].join(timeout=30)
     result["uptime_end"] = uptime()
     print(f"load at end: {result['uptime_end']}")

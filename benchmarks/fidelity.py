@@ -134,7 +134,7 @@ def main() -> None:
                 d = m["ndcg@10"] - metrics["float32"]["ndcg@10"]
                 row |= {
                     "delta_ndcg@10": d,
-                    "passes": abs(d) <= GATE,
+                    "passes": bool(abs(d) <= GATE),
                     "kendall_tau_mean": statistics.fmean(taus[n]),
                     "kendall_tau_median": statistics.median(taus[n]),
                     "kendall_tau_min": min(taus[n]),

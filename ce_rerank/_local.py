@@ -72,7 +72,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
     """``auto``: the fastest precision that passed the fidelity gate (benchmarks/fidelity.py).
 
     float16 on CUDA; bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX),
-    where it ran 1.6-2x faster than float32 with NDCG@10 within 0.005 of it; exact float32
+    where it ran 1.7-1.8x faster than float32 with NDCG@10 within 0.005 of it; exact float32
     everywhere else. ``"float32"`` forces exact scores (identical to ``CrossEncoder.predict``).
     """
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
