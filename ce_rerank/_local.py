@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["CrossEncoderScorer", "DEFAULT_MODEL", "clear_model_cache", "loaded_models", "native_bfloat16"]
 
 logger = logging.getLogger("ce_rerank")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 LongText = Literal["window", "truncate"]
@@ -458,7 +461,7 @@ class CrossEncoderScorer:
 
         ce = lm.model
         features = ce.preprocess([(query, t) for t in texts])
-        features = batch_to_device(features, lm.device)
+        features = batch_to_device(features, torch.device(lm.device))
         with torch.inference_mode(), self._autocast(lm):
             logits = ce(features)["scores"]
         logits = logits.float().reshape(len(texts), -1)
@@ -473,7 +476,10 @@ class CrossEncoderScorer:
             ValueError: the query is empty, or a text is not a string.
             ModelLoadError: the model cannot be loaded.
         """
-        texts = check_inputs(query, texts)
+        # Lone surrogates cannot be tokenised (or encoded as UTF-8): score U+FFFD in their place.
+        # One character for one, so character spans (ce_best_span) still index the caller's text.
+        texts = [_SURROGATE.sub("\ufffd", t) for t in check_inputs(query, texts)]
+        query = _SURROGATE.sub("\ufffd", query)
         if not texts:
             return Scores(relevance=[], raw=[])
         unique = list(dict.fromkeys(texts))  # identical texts are scored once

@@ -265,12 +265,6 @@ def test_real_model_takes_a_one_megabyte_document_with_the_window_cap_warning(ti
     assert out[[d.id for d in out].index("1")].metadata["ce_best_span"][1] <= len(ONE_MB)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="core bug: tokenizers rejects lone surrogates with an unclear TypeError "
-    "('TextEncodeInput must be Union[...]'); CrossEncoderScorer should replace them with U+FFFD",
-)
 def test_real_model_scores_lone_surrogates(tiny_model_dir: str) -> None:
     from ce_rerank import CrossEncoderScorer
 
