@@ -35,11 +35,15 @@ def ce(tiny_model_dir: str):  # type: ignore[no-untyped-def]
     return CrossEncoder(tiny_model_dir)
 
 
+# Float tolerances: batches of another composition (CrossEncoder.predict sorts by characters, we
+# sort by tokens) give the same logits up to ~1.5e-5 here, as oneDNN picks kernels by shape.
+
+
 def test_scores_equal_cross_encoder_predict_on_the_same_model(tiny_model_dir: str, ce) -> None:  # type: ignore[no-untyped-def]
     scores = CrossEncoderScorer(tiny_model_dir, dtype="float32").score(QUERY, TEXTS)
     expected = ce.predict([(QUERY, t) for t in TEXTS], activation_fn=torch.nn.Identity())
-    assert scores.raw == pytest.approx(expected.tolist(), abs=1e-5)
-    assert scores.relevance == pytest.approx(ce.predict([(QUERY, t) for t in TEXTS]).tolist(), abs=1e-6)
+    assert scores.raw == pytest.approx(expected.tolist(), abs=1e-4)
+    assert scores.relevance == pytest.approx(ce.predict([(QUERY, t) for t in TEXTS]).tolist(), abs=5e-5)
     assert scores.spans == [None] * len(TEXTS)
 
 
@@ -49,8 +53,8 @@ def test_two_output_models_score_the_softmax_relevant_probability(tiny_two_label
     logits = CrossEncoder(tiny_two_label_model_dir).predict([(QUERY, t) for t in TEXTS])
     scores = CrossEncoderScorer(tiny_two_label_model_dir, dtype="float32").score(QUERY, TEXTS)
     probs = torch.softmax(torch.tensor(logits), dim=1)[:, 1].tolist()
-    assert scores.relevance == pytest.approx(probs, abs=1e-6)
-    assert scores.raw == pytest.approx((logits[:, 1] - logits[:, 0]).tolist(), abs=1e-5)
+    assert scores.relevance == pytest.approx(probs, abs=5e-5)
+    assert scores.raw == pytest.approx((logits[:, 1] - logits[:, 0]).tolist(), abs=1e-4)
 
 
 def test_identical_texts_are_scored_once(tiny_model_dir: str) -> None:
@@ -74,7 +78,7 @@ def test_pairs_are_batched_by_token_length_within_budgets(tiny_model_dir: str) -
     one_batch = CrossEncoderScorer(tiny_model_dir, dtype="float32", batch_size=64, max_batch_tokens=100_000)
     whole = one_batch.score(QUERY, texts)
     assert small.batches == len(batches) and whole.batches == 1
-    assert small.raw == pytest.approx(whole.raw, abs=1e-5)
+    assert small.raw == pytest.approx(whole.raw, abs=1e-4)
 
 
 def test_one_model_per_configuration_shared_by_every_scorer(tiny_model_dir: str) -> None:
@@ -128,13 +132,13 @@ def test_long_documents_are_windowed_and_the_best_window_span_is_reported(tiny_m
     assert scores.spans[1] is None
     # The document's score is the score of its best window, scored on its own.
     window_logit = ce.predict([(QUERY, LONG[start:end])], activation_fn=torch.nn.Identity())[0]
-    assert scores.raw[0] == pytest.approx(float(window_logit), abs=1e-5)
+    assert scores.raw[0] == pytest.approx(float(window_logit), abs=1e-4)
     # ... and no window scores higher.
     lm = scorer.load()
     pairs, *_ = scorer._plan(lm, QUERY, [LONG])
     spans = [p.span for p in pairs]
     every = ce.predict([(QUERY, LONG[s:e]) for s, e in spans], activation_fn=torch.nn.Identity())  # type: ignore[misc]
-    assert scores.raw[0] == pytest.approx(float(every.max()), abs=1e-5)
+    assert scores.raw[0] == pytest.approx(float(every.max()), abs=1e-4)
 
 
 def test_windows_overlap_by_half_and_cover_the_whole_document(tiny_model_dir: str) -> None:

@@ -38,7 +38,7 @@ def test_only_new_texts_reach_the_model(tiny_model_dir: str) -> None:
     mixed = scorer.score(QUERY, TEXTS)
     uncached = CrossEncoderScorer(tiny_model_dir, dtype="float32").score(QUERY, TEXTS)
     assert mixed.pairs == 1
-    assert mixed.raw == pytest.approx(uncached.raw, abs=1e-5)
+    assert mixed.raw == pytest.approx(uncached.raw, abs=1e-4)
     other_query = scorer.score("bananas", TEXTS[:1])
     assert other_query.pairs == 1  # the key is (query, text), not the text alone
 
