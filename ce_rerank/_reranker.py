@@ -159,8 +159,8 @@ class Reranker:
                 label = str(ids[c.index]) if ids is not None and ids[c.index] else short_id(texts[c.index])
                 moved = c.retrieval_rank - new_rank
                 arrow = f"  (up {moved})" if moved > 0 else (f"  (down {-moved})" if moved < 0 else "")
-                scores = f"{c.relevance_score:>9.4f} {c.ce_raw_score:>9.4f}"
-                lines.append(f"{new_rank:>4} {c.retrieval_rank:>4} {scores}  {label}{arrow}")
+                cols = f"{c.relevance_score:>9.4f} {c.ce_raw_score:>9.4f}"
+                lines.append(f"{new_rank:>4} {c.retrieval_rank:>4} {cols}  {label}{arrow}")
             logger.debug("rerank result:\n%s", "\n".join(lines))
 
 

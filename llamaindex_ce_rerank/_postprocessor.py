@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field
@@ -100,44 +102,45 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
             texts.append(nws.node.get_content(metadata_mode=self.metadata_mode))
         return query_bundle.query_str, texts
 
-    def _payload(self, nodes: list[NodeWithScore], query: str) -> dict[Any, Any]:
-        return {
+    @contextmanager
+    def _reranking(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str
+    ) -> Iterator[Callable[[list[RankedCandidate]], list[NodeWithScore]]]:
+        """The start/end events and the RERANKING callback around one call; yields the result builder."""
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.scorer_name
+            )
+        )
+        payload: dict[Any, Any] = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.scorer_name,
             EventPayload.QUERY_STR: query,
             EventPayload.TOP_K: self.top_n,
         }
+        new_nodes: list[NodeWithScore] = []
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+
+            def finish(ranked: list[RankedCandidate]) -> list[NodeWithScore]:
+                new_nodes.extend(_rebuild(nodes, ranked))
+                event.on_end(payload={EventPayload.NODES: new_nodes})
+                return new_nodes
+
+            yield finish
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query, texts = self._prepare(nodes, query_bundle)  # validate before any event is emitted
         reranker = self.reranker()
-        dispatcher.event(
-            ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.scorer_name
-            )
-        )
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
-            ranked = reranker.rerank(query, texts, ids=[n.node.node_id for n in nodes])
-            new_nodes = _rebuild(nodes, ranked)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+        with self._reranking(nodes, query_bundle, query) as finish:
+            return finish(reranker.rerank(query, texts, ids=[n.node.node_id for n in nodes]))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query, texts = self._prepare(nodes, query_bundle)
         reranker = self.reranker()
-        dispatcher.event(
-            ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.scorer_name
-            )
-        )
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
-            ranked = await reranker.arerank(query, texts, ids=[n.node.node_id for n in nodes])
-            new_nodes = _rebuild(nodes, ranked)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+        with self._reranking(nodes, query_bundle, query) as finish:
+            return finish(await reranker.arerank(query, texts, ids=[n.node.node_id for n in nodes]))
