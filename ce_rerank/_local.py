@@ -224,6 +224,12 @@ def _load(
     if getattr(ce, "max_seq_length", None) != effective:
         ce.max_seq_length = effective
     ce.eval()
+    if backend == "torch":
+        from ._speed import first_token_last_layer, store_linears_in
+
+        first_token_last_layer(ce.model, tokenizer)
+        if dtype != "float32":
+            store_linears_in(ce.model, dtype)
     return _LoadedModel(
         model=ce, device=device, dtype=dtype, max_length=effective, num_labels=num_labels, lock=threading.Lock()
     )

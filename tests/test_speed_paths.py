@@ -120,3 +120,88 @@ def test_default_precision_keeps_the_ranking_of_exact_float32(minilm_model_dir: 
     assert default.raw == pytest.approx(exact.raw, abs=0.1)
     if native_bfloat16():
         assert default.raw != exact.raw  # the fast path really ran
+
+
+MIXED = [
+    "The capital of France is Paris, on the Seine.",
+    "Paris.",
+    "Bananas are yellow fruit rich in potassium; they grow in the tropics and are picked green. " * 3,
+    "France borders Spain, Italy and Germany.",
+]
+
+
+def _last_layer(scorer: CrossEncoderScorer) -> torch.nn.Module:
+    return scorer.load().model.model.bert.encoder.layer[-1]
+
+
+@pytest.mark.parametrize("model_dir", ["minilm_model_dir", "tiny_two_label_model_dir"])
+def test_the_last_layer_computes_the_first_token_only_and_scores_stay_exact(
+    model_dir: str, request: pytest.FixtureRequest
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    path = request.getfixturevalue(model_dir)
+    ce_rerank.clear_model_cache()
+    scorer = CrossEncoderScorer(path, dtype="float32")
+    got = scorer.score(QUERY, MIXED)  # one padded batch: masking of the short pairs is exercised
+    assert type(_last_layer(scorer)).__name__ == "FirstTokenLayer"
+    reference = CrossEncoder(path)  # untouched model
+    assert type(reference.model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+    logits = reference.predict([(QUERY, t) for t in MIXED], activation_fn=torch.nn.Identity())
+    logits = torch.as_tensor(logits).reshape(len(MIXED), -1)
+    expected = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+    assert got.raw == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_a_rewrite_that_changes_the_logits_is_undone(tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from ce_rerank import _speed
+
+    class Wrong(torch.nn.Module):
+        def __init__(self, layer: torch.nn.Module) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+            return torch.zeros_like(hidden_states[:, :1])
+
+    monkeypatch.setattr(_speed, "_first_token_layer_class", lambda: Wrong)
+    ce = CrossEncoder(tiny_model_dir)
+    before = ce.predict([(QUERY, t) for t in MIXED])
+    assert _speed.first_token_last_layer(ce.model, ce.tokenizer) is False
+    assert type(ce.model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+    assert ce.predict([(QUERY, t) for t in MIXED]).tolist() == before.tolist()
+
+
+def test_heads_that_read_more_than_the_first_token_are_not_rewritten(tiny_model_dir: str) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from ce_rerank import _speed
+
+    model = BertForTokenClassification(
+        BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).eval()
+    assert _speed.first_token_last_layer(model, AutoTokenizer.from_pretrained(tiny_model_dir)) is False
+    assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_bfloat16_keeps_linear_weights_in_bfloat16_and_the_rest_in_float32(minilm_model_dir: str) -> None:
+    ce_rerank.clear_model_cache()
+    scorer = CrossEncoderScorer(minilm_model_dir, dtype="bfloat16")
+    model = scorer.load().model.model
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(p.dtype == torch.bfloat16 for m in linears for p in m.parameters())
+    assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float32
+    assert model.bert.embeddings.LayerNorm.weight.dtype == torch.float32
+    # the products are autocast's: the same scores as a float32 model under bfloat16 autocast
+    from sentence_transformers import CrossEncoder
+
+    reference = CrossEncoder(minilm_model_dir)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.predict([(QUERY, t) for t in MIXED], activation_fn=torch.nn.Identity())
+    exact = reference.predict([(QUERY, t) for t in MIXED], activation_fn=torch.nn.Identity())
+    got = scorer.score(QUERY, MIXED).raw
+    assert got == pytest.approx(expected.tolist(), abs=1e-6)  # bfloat16 steps here are about 1e-4
+    assert got != pytest.approx(exact.tolist(), abs=1e-6)
