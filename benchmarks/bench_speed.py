@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _workloads as W
 
 TOP_N = 10
-OURS = ("ours-langchain", "ours-llamaindex", "ours-langchain-fp32")
+OURS = ("ours-langchain", "ours-llamaindex", "ours-core", "ours-langchain-fp32")
 ALL = (*OURS, "langchain-classic", "llamaindex-sbert", "st-rank", "rerankers", "rerankers-bf16", "flashrank")
 PEERS = tuple(c for c in ALL if c not in OURS)
 PEER_DEFAULTS = ("langchain-classic", "llamaindex-sbert", "st-rank", "rerankers", "flashrank")
@@ -108,6 +108,11 @@ def build(name: str, model: str, workdir: str, threads: int) -> Runner:
             NodeWithScore(node=TextNode(text=t, id_=str(i)), score=1.0 / (i + 1)) for i, t in enumerate(texts)
         ]
         return run_li
+    if name == "ours-core":  # the core alone, no framework imported: like for like with rerankers
+        from ce_rerank import CrossEncoderScorer, Reranker
+
+        core = Reranker(CrossEncoderScorer(model), top_n=TOP_N)
+        return lambda query, texts, docs=None: [c.index for c in core.rerank(query, texts)]
     if name == "st-rank":
         from sentence_transformers import CrossEncoder
 
