@@ -15,8 +15,8 @@ round-robin, query by query, so they share the same background load.
         [--paths bfloat16,int8] [--json out.json]
 
 Paths: ``bfloat16`` (autocast; what ``dtype="auto"`` picks on a CPU with native bfloat16),
-``int8`` (torch dynamic quantisation of every Linear layer, applied here to a private copy
-of the model; not a setting of the library unless it passes).
+``int8`` (``quantize="int8"``: torch dynamic quantisation of every linear layer; a setting
+users can ask for, never picked by ``auto`` unless it passes).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import statistics
 import subprocess
 import time
-import warnings
 
 import _workloads as W
 
@@ -38,8 +37,6 @@ def uptime() -> str:
 
 
 def make_scorers(paths: list[str]) -> dict[str, object]:
-    import torch
-
     from ce_rerank import CrossEncoderScorer
 
     scorers: dict[str, object] = {"float32": CrossEncoderScorer(str(W.MODEL), dtype="float32")}
@@ -47,14 +44,7 @@ def make_scorers(paths: list[str]) -> dict[str, object]:
         if path == "bfloat16":
             scorers[path] = CrossEncoderScorer(str(W.MODEL), dtype="bfloat16")
         elif path == "int8":
-            # max_length=512 (the model's own) only to get a model instance of its own to quantise.
-            scorer = CrossEncoderScorer(str(W.MODEL), dtype="float32", max_length=512)
-            lm = scorer.load()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is deprecated
-                warnings.simplefilter("ignore", UserWarning)  # ... and so are quantised tensors
-                torch.ao.quantization.quantize_dynamic(lm.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-            scorers[path] = scorer
+            scorers[path] = CrossEncoderScorer(str(W.MODEL), quantize="int8")
         else:
             raise SystemExit(f"unknown path {path!r}: use bfloat16 or int8")
     return scorers

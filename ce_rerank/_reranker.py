@@ -190,6 +190,14 @@ class RerankerSettings(BaseModel):
         description="'auto': the fastest precision that keeps the ranking (float16 on CUDA, bfloat16 autocast "
         "on CPUs with native bfloat16, float32 elsewhere); 'float32' forces exact scores.",
     )
+    quantize: Literal["auto", "none", "int8"] = Field(
+        default="auto",
+        description="'auto'/'none': no quantisation. 'int8': torch dynamic int8 linear layers on CPU (faster than "
+        "float32, but it failed the fidelity gate on WikiQA, so 'auto' never picks it).",
+    )
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        default="torch", description="sentence-transformers backend ('onnx'/'openvino' need Hugging Face Optimum)."
+    )
     long_text: Literal["window", "truncate"] = Field(
         default="window",
         description="Texts longer than the model window: 'window' scores overlapping windows and keeps the "
@@ -246,6 +254,8 @@ class RerankerSettings(BaseModel):
             self.model,
             device=self.device,
             dtype=self.dtype,
+            quantize=self.quantize,
+            backend=self.backend,
             batch_size=self.batch_size,
             max_length=self.max_length,
             long_text=self.long_text,

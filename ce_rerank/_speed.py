@@ -134,3 +134,17 @@ def store_linears_in(model: Any, dtype: str) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(target)
+
+
+def quantize_int8(model: Any) -> None:
+    """torch dynamic int8 quantisation of every linear layer, in place (CPU)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, whose eager int8 path ran
+        # slower than float32 here (9.3 s vs 8.0 s per 100 Cranfield abstracts); this one ran 4.4 s.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -58,6 +58,7 @@ def _scorer(args: argparse.Namespace) -> Any:
         args.model,
         device=args.device,
         dtype=args.dtype,
+        quantize=args.quantize,
         batch_size=args.batch_size,
         long_text=args.long_text,
     )
@@ -79,7 +80,15 @@ def _add_model_flags(p: argparse.ArgumentParser, *, default_model: str | None) -
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="precision: 'auto' is float16 on CUDA, float32 elsewhere; bfloat16 is about 2x faster on recent CPUs",
+        help="precision: 'auto' is float16 on CUDA, bfloat16 autocast on CPUs with native bfloat16, float32 "
+        "elsewhere; 'float32' gives exact scores",
+    )
+    p.add_argument(
+        "--quantize",
+        default="auto",
+        choices=["auto", "none", "int8"],
+        help="'int8': dynamic int8 linear layers on CPU; faster, but it failed the fidelity gate on WikiQA, so "
+        "'auto' never picks it",
     )
     p.add_argument("--batch-size", type=_positive_int, default=32, help="most pairs per forward pass (default 32)")
     p.add_argument(

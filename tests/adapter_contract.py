@@ -154,6 +154,7 @@ class AdapterContract:
             ({"min_score": -0.1}, r"min_score must lie in \[0, 1\]"),
             ({"batch_size": 0}, "batch_size must be an integer >= 1"),
             ({"scorer": object()}, "scorer must implement ce_rerank.Scorer"),
+            ({"quantize": "int8", "dtype": "bfloat16"}, "quantize='int8' quantises float32 activations"),
         ],
     )
     def test_bad_settings_fail_at_construction(self, settings: dict[str, Any], message: str) -> None:
@@ -175,7 +176,9 @@ class AdapterContract:
             long_text="truncate",
             fusion="rrf",
             rrf_k=30,
+            quantize="int8",
         )
+        assert (adapter.quantize, adapter.backend) == ("int8", "torch")
         assert (adapter.model, adapter.top_n, adapter.min_score, adapter.batch_size) == ("m", 7, 0.2, 8)
         assert (adapter.max_length, adapter.device, adapter.long_text, adapter.fusion, adapter.rrf_k) == (
             256,

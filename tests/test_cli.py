@@ -108,6 +108,15 @@ def test_eval_with_a_model_directory_that_does_not_exist(tmp_path: Path, capsys:
     assert_one_line_error(capsys.readouterr().err, "could not load cross-encoder")
 
 
+def test_quantize_that_does_not_combine_with_the_dtype_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_dataset(tmp_path / "d")
+    args = ["eval", str(data), "--model", "m", "--quantize", "int8", "--dtype", "bfloat16"]
+    assert main(args) == 2
+    assert_one_line_error(capsys.readouterr().err, "leave dtype='auto' or set dtype='float32'")
+
+
 def test_rerank_with_a_missing_docs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rerank", "--model", "m", "--query", "q", "--docs", str(tmp_path / "none.jsonl")]) == 2
     assert_one_line_error(capsys.readouterr().err, "--docs: no such file")

@@ -205,3 +205,49 @@ def test_bfloat16_keeps_linear_weights_in_bfloat16_and_the_rest_in_float32(minil
     got = scorer.score(QUERY, MIXED).raw
     assert got == pytest.approx(expected.tolist(), abs=1e-6)  # bfloat16 steps here are about 1e-4
     assert got != pytest.approx(exact.tolist(), abs=1e-6)
+
+
+def test_int8_is_never_picked_for_you(tiny_model_dir: str) -> None:
+    assert CrossEncoderScorer(tiny_model_dir).quantize == "none"
+    assert CrossEncoderScorer(tiny_model_dir, quantize="auto").quantize == "none"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"quantize": "int4"}, "quantize must be one of 'auto', 'none', 'int8', got 'int4'"),
+        ({"quantize": "int8", "dtype": "bfloat16"}, "leave dtype='auto' or set dtype='float32'"),
+        ({"quantize": "int8", "backend": "onnx"}, "use device='cpu', backend='torch', or quantize='none'"),
+        ({"quantize": "int8", "device": "cuda"}, "use device='cpu', backend='torch', or quantize='none'"),
+    ],
+)
+def test_bad_quantize_settings_name_the_fix(tiny_model_dir: str, settings: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        CrossEncoderScorer(tiny_model_dir, **settings)  # type: ignore[arg-type]
+
+
+def test_int8_quantises_every_linear_layer_in_a_model_of_its_own(minilm_model_dir: str) -> None:
+    ce_rerank.clear_model_cache()
+    exact = CrossEncoderScorer(minilm_model_dir, dtype="float32")
+    int8 = CrossEncoderScorer(minilm_model_dir, quantize="int8")
+    assert int8.dtype == "float32"
+    exact_scores, int8_scores = exact.score(QUERY, MIXED), int8.score(QUERY, MIXED)
+    assert ce_rerank.loaded_models() == 2
+    model = int8.load().model.model
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    quantised = [m for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(quantised) == 6 * 6 + 2  # q, k, v, attention out, intermediate, output per layer; pooler, head
+    assert int8_scores.raw != exact_scores.raw
+    assert int8_scores.raw == pytest.approx(exact_scores.raw, abs=0.05)
+
+
+def test_a_backend_without_optimum_says_so(tiny_model_dir: str) -> None:
+    pytest.importorskip("sentence_transformers")
+    try:
+        import optimum  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - optimum cannot be installed beside sentence-transformers 6
+        pytest.skip("optimum is installed")
+    with pytest.raises(ce_rerank.ModelLoadError, match="use backend='torch'"):
+        CrossEncoderScorer(tiny_model_dir, backend="onnx").score(QUERY, TEXTS)
