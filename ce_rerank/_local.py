@@ -355,7 +355,7 @@ class CrossEncoderScorer:
         device: str | None = "auto",
         dtype: Dtype = "auto",
         batch_size: int = 32,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int = 2048,
         max_length: int | None = None,
         long_text: LongText = "window",
         window_tokens: int = 128,
