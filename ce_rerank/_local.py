@@ -292,8 +292,9 @@ def _load_error(model: str, exc: BaseException, *, trust_remote_code: bool, back
         )
     if looks_local:
         return ModelLoadError(
-            model, "no such directory", "check the path, or give a Hugging Face hub id such as "
-            "'cross-encoder/ms-marco-MiniLM-L-6-v2'"
+            model,
+            "no such directory",
+            "check the path, or give a Hugging Face hub id such as 'cross-encoder/ms-marco-MiniLM-L-6-v2'",
         )
     return ModelLoadError(
         model,
@@ -425,9 +426,7 @@ class CrossEncoderScorer:
     def _cache(self) -> _ScoreCache | None:
         if not self.cache_size:
             return None
-        key = (
-            *self._key(), self.long_text, self.window_tokens, self.window_stride, self.max_windows, self.cache_size
-        )
+        key = (*self._key(), self.long_text, self.window_tokens, self.window_stride, self.max_windows, self.cache_size)
         with _registry_lock:
             cache = _score_caches.get(key)
             if cache is None:
@@ -607,4 +606,3 @@ def check_inputs(query: str, texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}")
     return out
-

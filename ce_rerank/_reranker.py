@@ -211,9 +211,7 @@ class RerankerSettings(BaseModel):
         default=None, description="'rrf' fuses the cross-encoder's order with the retriever's (fusion_score)."
     )
     rrf_k: float = Field(default=60.0, description="Reciprocal Rank Fusion constant k (ranks count from 1).")
-    rrf_weights: tuple[float, float] = Field(
-        default=(1.0, 1.0), description="RRF weights: (retriever, cross-encoder)."
-    )
+    rrf_weights: tuple[float, float] = Field(default=(1.0, 1.0), description="RRF weights: (retriever, cross-encoder).")
     trust_remote_code: bool = Field(default=False, description="Run code shipped with the model. Off by default.")
     cache_size: int = Field(
         default=0,
