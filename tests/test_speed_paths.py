@@ -251,3 +251,36 @@ def test_a_backend_without_optimum_says_so(tiny_model_dir: str) -> None:
         pytest.skip("optimum is installed")
     with pytest.raises(ce_rerank.ModelLoadError, match="use backend='torch'"):
         CrossEncoderScorer(tiny_model_dir, backend="onnx").score(QUERY, TEXTS)
+
+
+@pytest.mark.parametrize("family", ["Roberta", "XLMRoberta", "Electra"])
+def test_the_first_token_layer_holds_for_other_bert_family_classifiers(
+    family: str, tiny_model_dir: str, tmp_path: object
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    out = Path(str(tmp_path)) / family
+    shutil.copytree(tiny_model_dir, out)
+    for name in ("config.json", "model.safetensors"):
+        (out / name).unlink()
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=160, type_vocab_size=2, pad_token_id=0, num_labels=1, initializer_range=0.5,
+        architectures=[f"{family}ForSequenceClassification"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    getattr(transformers, f"{family}ForSequenceClassification")(config).save_pretrained(out)
+    ce_rerank.clear_model_cache()
+    scorer = CrossEncoderScorer(str(out), dtype="float32", max_length=128)
+    got = scorer.score(QUERY, MIXED)
+    model = scorer.load().model.model
+    assert type(getattr(model, model.base_model_prefix).encoder.layer[-1]).__name__ == "FirstTokenLayer"
+    expected = CrossEncoder(str(out), max_length=128).predict(
+        [(QUERY, t) for t in MIXED], activation_fn=torch.nn.Identity()
+    )
+    assert got.raw == pytest.approx(expected.tolist(), abs=1e-4)
+    assert max(got.raw) - min(got.raw) > 1e-3  # the texts score differently: the check has teeth
