@@ -99,29 +99,25 @@ def first_token_last_layer(model: Any, tokenizer: Any) -> bool:
         return False
     layers, i = slot
     original = layers[i]
-    probe = tokenizer(
-        ["what is a cross-encoder?", "reranking"],
-        [
-            "A cross-encoder reads the query and the passage together and scores the pair.",
-            "Short.",
-        ],
-        padding=True,
-        truncation=True,
-        return_tensors="pt",
-    )
     try:
+        probe = tokenizer(
+            ["what is a cross-encoder?", "reranking"],
+            ["A cross-encoder reads the query and the passage together and scores the pair.", "Short."],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        )
         probe = {k: v.to(model.device) for k, v in probe.items()}
         with torch.inference_mode():
             before = model(**probe).logits.float()
             layers[i] = _first_token_layer_class()(original)
             after = model(**probe).logits.float()
-        same = before.shape == after.shape and torch.allclose(before, after, rtol=1e-4, atol=1e-4)
-    except Exception as exc:  # a layer this code does not know after all: leave the model as it was
-        logger.debug("first-token last layer not applied to %s: %r", type(model).__name__, exc)
-        same = False
-    if not same:
-        layers[i] = original
-        logger.debug("first-token last layer not applied to %s: probe logits differ", type(model).__name__)
+        why = "" if torch.allclose(before, after, rtol=1e-4, atol=1e-4) else "probe logits differ"
+    except Exception as exc:  # a layer or tokenizer this code does not know after all
+        why = repr(exc)
+    if why:
+        layers[i] = original  # leave the model as it was
+        logger.debug("first-token last layer not applied to %s: %s", type(model).__name__, why)
         return False
     return True
 

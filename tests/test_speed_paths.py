@@ -153,7 +153,10 @@ def test_the_last_layer_computes_the_first_token_only_and_scores_stay_exact(
     assert got.raw == pytest.approx(expected.tolist(), abs=1e-4)
 
 
-def test_a_rewrite_that_changes_the_logits_is_undone(tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fault", ["wrong logits", "an exception"])
+def test_a_rewrite_that_changes_the_logits_or_fails_is_undone(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
     from sentence_transformers import CrossEncoder
 
     from ce_rerank import _speed
@@ -164,6 +167,8 @@ def test_a_rewrite_that_changes_the_logits_is_undone(tiny_model_dir: str, monkey
             self.layer = layer
 
         def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+            if fault == "an exception":
+                raise RuntimeError("a layer this code does not know")
             return torch.zeros_like(hidden_states[:, :1])
 
     monkeypatch.setattr(_speed, "_first_token_layer_class", lambda: Wrong)
