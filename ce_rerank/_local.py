@@ -95,7 +95,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 def resolve_quantize(quantize: str, dtype: str, device: str, backend: str) -> str:
     """``auto``: no quantisation. int8 dynamic quantisation failed the fidelity gate on WikiQA
-    (NDCG@10 -0.052 against float32, benchmarks/README.md), so it is never picked for you;
+    (NDCG@10 -0.052 against float32; Cranfield -0.0085: benchmarks/README.md), so it is never picked for you;
     ``"int8"`` asks for it (CPU, torch backend, float32 activations) where speed matters more.
     """
     if quantize not in ("auto", "none", "int8"):
@@ -333,7 +333,7 @@ class CrossEncoderScorer:
         max_windows: most windows per text; past it the windows are spread evenly over the
             whole text (gaps between them) and a ``WindowCapWarning`` is issued.
         quantize: ``"auto"`` (default) and ``"none"``: no quantisation. ``"int8"``: torch dynamic
-            int8 quantisation of every linear layer (CPU, float32 activations): 1.5-2.3x faster
+            int8 quantisation of every linear layer (CPU, float32 activations): 2.0-2.5x faster
             than float32 here but it failed the fidelity gate on WikiQA (NDCG@10 -0.052), so
             ``auto`` never picks it; use it only where speed matters more than ranking quality.
         backend: sentence-transformers backend: ``"torch"``, ``"onnx"`` or ``"openvino"``.
