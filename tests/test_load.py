@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from _models import CORPUS
 from fake_rerank_server import FakeRerankServer
 
 from ce_rerank import CrossEncoderScorer, RankedCandidate, Reranker, Scorer
@@ -32,16 +33,7 @@ QUERIES = [
     "when was the Eiffel Tower built?",
     "how does rank fusion work?",
 ]
-DOCS = [
-    "The capital of France is Paris, a city on the Seine.",
-    "Bananas are yellow fruit rich in potassium.",
-    "Cross-encoders score a query and a passage jointly with full attention.",
-    "Reciprocal rank fusion combines several ranked lists into one.",
-    "The Eiffel Tower was completed in 1889 for the World's Fair.",
-    "Python is a programming language; pytest runs its tests.",
-    "A vector store retrieves the nearest neighbours of an embedding.",
-    "Ollama serves local language models over an HTTP API.",
-]
+DOCS = CORPUS[:8]  # the test sentences the tiny models are built from (tests/_models.py)
 THREADS, CALLS_PER_THREAD, ASYNC_CALLS, MEMORY_CALLS = 8, 50, 200, 1000
 
 
