@@ -13,7 +13,7 @@ import pytest
 from test_evaluation import write_dataset
 
 from ce_rerank import DEFAULT_MODEL
-from ce_rerank.cli import main, read_documents
+from ce_rerank.workflows.cli import main, read_documents
 
 pytest.importorskip("pytrec_eval")
 pytest.importorskip("bm25s")
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli(
     *args: str, stdin: str | None = None, timeout: float = 180, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m ce_rerank.cli`` (the console script's code) in a fresh process, offline."""
+    """Run ``python -m ce_rerank`` (the console script's code) in a fresh process, offline."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -35,7 +35,7 @@ def cli(
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "ce_rerank.cli", *args],
+        [sys.executable, "-m", "ce_rerank", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -148,7 +148,7 @@ def test_read_documents_reads_stdin() -> None:
     ],
 )
 def test_read_documents_names_the_bad_line(tmp_path: Path, content: str, message: str) -> None:
-    from ce_rerank.cli import UsageError
+    from ce_rerank.workflows.cli import UsageError
 
     f = tmp_path / "d.jsonl"
     f.write_text(content)
@@ -264,7 +264,7 @@ def test_python_dash_m_ce_rerank_runs_the_same_command() -> None:
 
 def test_importing_the_command_and_evaluation_loads_no_optional_dependency() -> None:
     code = (
-        "import sys, ce_rerank.cli, ce_rerank.evaluation; "
+        "import sys, ce_rerank.workflows.cli, ce_rerank.evaluation; "
         "print(sorted(m for m in ('bm25s', 'pytrec_eval', 'matplotlib', 'rich', 'ranx', 'torch') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -72,3 +72,30 @@ def test_the_adapters_share_one_loaded_model(tiny_model_dir: str) -> None:
     li.postprocess_nodes([NodeWithScore(node=TextNode(text="a"))], query_str="q")
     assert ce_rerank.loaded_models() == 1
     assert lc.reranker().scorer.load() is li.reranker().scorer.load()  # type: ignore[attr-defined]
+
+
+def test_the_core_never_imports_a_workflow() -> None:
+    """Evaluation, fine-tuning and the command line sit on top of the core, never inside it."""
+    import ast
+
+    root = Path(ce_rerank.__file__).parent
+    core = [p for p in root.glob("*.py") if p.name not in ("evaluation.py", "finetune.py", "__main__.py")]
+    assert {p.name for p in core} >= {"__init__.py", "_local.py", "_reranker.py", "_ranking.py"}
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                name = ("." * node.level) + (node.module or "")
+                assert "workflows" not in name, f"{path.name} imports {name}"
+                assert name.lstrip(".") not in ("evaluation", "finetune", "cli"), f"{path.name} imports {name}"
+            elif isinstance(node, ast.Import):
+                assert not any("workflows" in a.name for a in node.names), path.name
+
+
+def test_importing_the_core_loads_no_workflow() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, ce_rerank; print(sorted(m for m in sys.modules if m.startswith('ce_rerank.workflows')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,148 @@
+"""Helpers shared by the subcommands: model flags, the scorer they build, and the ranked-list printing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+PROG = "ce-rerank"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user mistake: reported in one line, exit status 2."""
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+
+def _quiet_libraries() -> None:
+    """No weight-loading progress bars from transformers on the user's terminal."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+def _scorer(args: argparse.Namespace) -> Any:
+    """Build the cross-encoder scorer from the common flags and load it now (fail before work)."""
+    from ..._local import CrossEncoderScorer
+
+    _quiet_libraries()
+    scorer = CrossEncoderScorer(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        quantize=args.quantize,
+        batch_size=args.batch_size,
+        long_text=args.long_text,
+    )
+    scorer.load()
+    return scorer
+
+
+def _add_model_flags(p: argparse.ArgumentParser, *, default_model: str | None) -> None:
+    if default_model is None:
+        p.add_argument("--model", required=True, help="cross-encoder: a Hugging Face hub id or a local directory")
+    else:
+        p.add_argument(
+            "--model",
+            default=default_model,
+            help=f"cross-encoder: a Hugging Face hub id or a local directory (default: {default_model})",
+        )
+    p.add_argument("--device", default="auto", help="'auto' (cuda, then mps, then cpu) or a torch device")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="precision: 'auto' is float16 on CUDA, bfloat16 autocast on CPUs with native bfloat16, float32 "
+        "elsewhere; 'float32' gives exact scores",
+    )
+    p.add_argument(
+        "--quantize",
+        default="auto",
+        choices=["auto", "none", "int8"],
+        help="'int8': dynamic int8 linear layers on CPU; faster, but it failed the fidelity gate on WikiQA, so "
+        "'auto' never picks it",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="most pairs per forward pass (default 32)")
+    p.add_argument(
+        "--long-text",
+        default="window",
+        choices=["window", "truncate"],
+        help="texts longer than the model window: score overlapping windows and keep the best (default), or truncate",
+    )
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return n
+
+
+def _short(text: str, width: int) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class _Moved:
+    doc_id: str
+    was: int
+    now: int
+
+    def describe(self) -> str:
+        step = self.was - self.now
+        return f"{self.doc_id}: {self.was} -> {self.now} ({'up' if step > 0 else 'down'} {abs(step)})"
+
+
+def _movements(ids: list[str], ranked: list[Any]) -> list[_Moved]:
+    return [
+        _Moved(ids[c.index], c.retrieval_rank, new) for new, c in enumerate(ranked, start=1) if c.retrieval_rank != new
+    ]
+
+
+def _headline(ids: list[str], ranked: list[Any], first_stage: str = "the retriever") -> str:
+    if not ranked:
+        return "nothing to rerank"
+    top = ranked[0]
+    if top.retrieval_rank == 1:
+        return f"{first_stage}'s first result {ids[top.index]} stayed first"
+    return (
+        f"reranking moved {ids[top.index]} (score: {top.relevance_score:.2f}) from position "
+        f"{top.retrieval_rank} to first position"
+    )
+
+
+def _print_ranked(
+    out: TextIO,
+    ids: list[str],
+    texts: list[str],
+    ranked: list[Any],
+    *,
+    marks: dict[str, str] | None = None,
+    width: int = 60,
+) -> None:
+    marks = marks or {}
+    out.write(f"  {'rank':>4} {'was':>4} {'relevance':>9} {'raw':>8}  id\n")
+    for new, c in enumerate(ranked, start=1):
+        step = c.retrieval_rank - new
+        arrow = f"up {step}" if step > 0 else f"down {-step}" if step < 0 else "="
+        did = ids[c.index]
+        mark = f" [{marks[did]}]" if did in marks else ""
+        out.write(
+            f"  {new:>4} {c.retrieval_rank:>4} {c.relevance_score:>9.4f} {c.ce_raw_score:>8.3f}  "
+            f"{did} ({arrow}){mark}  {_short(texts[c.index], width)}\n"
+        )

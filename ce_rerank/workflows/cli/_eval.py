@@ -1,0 +1,71 @@
+"""``ce-rerank eval``: first stage, rerank, metrics before and after on a BEIR-layout dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..evaluation._data import _require
+from ._common import UsageError, _scorer
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..._reranker import Reranker
+    from .. import evaluation as ev
+
+    # Check everything cheap before loading the model and running the first stage.
+    data = ev.load_beir(args.dataset, split=args.split)
+    kind, _, arg = args.first_stage.partition(":")
+    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
+        raise UsageError(
+            f"unknown first stage {args.first_stage!r}: use bm25, dense:MODEL (a sentence-transformers model) "
+            "or run:FILE (a TREC run file)"
+        )
+    if kind == "run" and not Path(arg).expanduser().is_file():
+        raise UsageError(f"--first-stage run:{arg}: no such file")
+    _require("pytrec_eval", "computing metrics")
+    _require("rich", "the progress bar and the metrics table")
+    if args.output is not None:
+        _require("matplotlib", "the per-query plot")
+    scorer = _scorer(args)
+    reranker = Reranker(scorer, top_n=None, fusion=args.fusion)
+    result = ev.evaluate_reranking(
+        data,
+        reranker,
+        first_stage=args.first_stage,
+        top_n=args.top_n,
+        max_queries=args.max_queries,
+        progress=not args.no_progress,
+    )
+    _print_metrics(result)
+    if args.output is not None:
+        written = result.save(args.output)
+        sys.stdout.write("wrote " + ", ".join(str(p) for p in written) + "\n")
+    return 0
+
+
+def _print_metrics(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..evaluation import METRICS
+
+    better, worse, same = result.changes("ndcg@10")
+    table = Table(
+        title=f"{result.dataset}: {result.first_stage_name} -> rerank top {result.top_n} with {result.model} "
+        f"({result.queries} queries)",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    table.add_column("first stage", justify="right")
+    table.add_column("reranked", justify="right")
+    table.add_column("change", justify="right")
+    for m in METRICS:
+        b, a = result.first_stage[m], result.reranked[m]
+        style = "green" if a > b + 1e-12 else "red" if a < b - 1e-12 else ""
+        table.add_row(m, f"{b:.4f}", f"{a:.4f}", f"[{style}]{a - b:+.4f}[/]" if style else f"{a - b:+.4f}")
+    console = Console(file=sys.stdout, soft_wrap=True)
+    console.print(table)
+    console.print(f"NDCG@10 per query: better {better}, worse {worse}, unchanged {same}")

@@ -1,0 +1,273 @@
+"""The evaluation pipeline: rerank a first-stage run, measure before and after, save and plot the result."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..._ranking import RankedCandidate
+from ..._reranker import Reranker
+from ..._scores import Scorer
+from ._data import MIN_DEPTH, Dataset, DatasetError, Run, _cut, _require, ranked_ids, write_trec_run
+from ._first_stage import first_stage_run
+from ._metrics import METRICS, evaluate_run
+
+
+def _progress() -> Any:
+    rich_progress = _require("rich.progress", "the progress bar")
+    from rich.console import Console
+
+    return rich_progress.Progress(
+        rich_progress.TextColumn("{task.description}"),
+        rich_progress.BarColumn(),
+        rich_progress.MofNCompleteColumn(),
+        rich_progress.TimeElapsedColumn(),
+        rich_progress.TextColumn("eta"),
+        rich_progress.TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def rerank_run(
+    dataset: Dataset,
+    run: Run,
+    scorer: Scorer | Reranker,
+    *,
+    top_n: int = 100,
+    progress: bool = False,
+) -> Run:
+    """Rerank the ``top_n`` best documents of each query of ``run``; the rest keep their order below.
+
+    Args:
+        dataset: supplies query and document texts.
+        run: the first-stage run.
+        scorer: a :class:`~ce_rerank.Scorer` (reranked with ``Reranker(scorer, top_n=None)``) or a
+            ready :class:`~ce_rerank.Reranker` (candidates it drops follow the ones it keeps, in
+            first-stage order).
+        top_n: how many candidates per query go to the scorer.
+        progress: show a progress bar on stderr (needs ``rich``).
+
+    Returns:
+        A run whose scores order each query's documents: the reranked candidates carry the
+        scorer's raw score (the fusion score when the reranker fuses), the rest lower scores in
+        first-stage order.
+    """
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise ValueError(f"top_n must be an integer >= 1, got {top_n!r}")
+    reranker = scorer if isinstance(scorer, Reranker) else Reranker(scorer, top_n=None)
+    missing = sorted({d for s in run.values() for d in s if d not in dataset.corpus})
+    if missing:
+        raise DatasetError(
+            f"the run names {len(missing)} document(s) that are not in the corpus, e.g. {missing[0]!r}: "
+            "check that the run belongs to this dataset"
+        )
+    unknown = [q for q in run if q not in dataset.queries]
+    if unknown:
+        raise DatasetError(
+            f"the run has {len(unknown)} query id(s) that are not in queries.jsonl, e.g. {unknown[0]!r}: "
+            "check that the run belongs to this dataset"
+        )
+    out: Run = {}
+    bar = _progress() if progress else None
+    task = bar.add_task(f"reranking {dataset.name}", total=len(run)) if bar is not None else None
+    if bar is not None:
+        bar.start()
+    try:
+        for qid, scores in run.items():
+            order = ranked_ids(scores)
+            head, tail = order[:top_n], order[top_n:]
+            ranked: list[RankedCandidate] = (
+                reranker.rerank(dataset.queries[qid], [dataset.corpus[d] for d in head], ids=head) if head else []
+            )
+            kept = [c.index for c in ranked]
+            kept_set = set(kept)
+            rest = [i for i in range(len(head)) if i not in kept_set]
+            new: dict[str, float] = {}
+            # The score the reranker sorted by: the fused score with fusion on, else the raw logit.
+            keys = [c.fusion_score if c.fusion_score is not None else c.ce_raw_score for c in ranked]
+            if all(k is not None and math.isfinite(k) for k in keys):
+                for c, k in zip(ranked, keys, strict=True):
+                    new[head[c.index]] = float(k)  # type: ignore[arg-type]
+                floor = min(new.values(), default=0.0)
+            else:  # passthrough after a scoring error: no scores, keep the given order
+                floor = 0.0
+                for pos, i in enumerate(kept):
+                    new[head[i]] = float(len(kept) - pos)
+            below = [head[i] for i in rest] + tail
+            for pos, did in enumerate(below, start=1):
+                new[did] = floor - pos
+            out[qid] = new
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return out
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One query's metrics before and after reranking."""
+
+    query_id: str
+    before: dict[str, float]
+    after: dict[str, float]
+
+    def delta(self, metric: str = "ndcg@10") -> float:
+        """``after - before`` for one metric."""
+        return self.after[metric] - self.before[metric]
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_reranking` measured.
+
+    Attributes:
+        dataset: the dataset's name.
+        first_stage_name: ``bm25``, ``dense:MODEL`` or ``run:FILE``.
+        model: the scorer's name.
+        top_n: candidates reranked per query.
+        first_stage: metric -> mean over the evaluated queries, before reranking.
+        reranked: the same after reranking.
+        per_query: each evaluated query's metrics before and after.
+        first_stage_run: the first stage's run.
+        reranked_run: the reranked run.
+    """
+
+    dataset: str
+    first_stage_name: str
+    model: str
+    top_n: int
+    first_stage: dict[str, float]
+    reranked: dict[str, float]
+    per_query: list[QueryResult]
+    first_stage_run: Run = field(repr=False)
+    reranked_run: Run = field(repr=False)
+
+    @property
+    def queries(self) -> int:
+        """How many queries the means are over."""
+        return len(self.per_query)
+
+    def metrics_json(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        return {
+            "first_stage": dict(self.first_stage),
+            "reranked": dict(self.reranked),
+            "queries": self.queries,
+            "model": self.model,
+            "top_n": self.top_n,
+        }
+
+    def changes(self, metric: str = "ndcg@10") -> tuple[int, int, int]:
+        """How many queries got better, worse, and stayed the same on ``metric``."""
+        deltas = [r.delta(metric) for r in self.per_query]
+        eps = 1e-12
+        return sum(d > eps for d in deltas), sum(d < -eps for d in deltas), sum(abs(d) <= eps for d in deltas)
+
+    def save(self, output_dir: str | os.PathLike[str], *, plot: bool = True) -> list[Path]:
+        """Write ``metrics.json``, ``first_stage.run``, ``reranked.run``, ``per_query.tsv`` and
+        (with ``plot``) ``ndcg10_per_query.png`` into ``output_dir``; return the paths written."""
+        out = Path(output_dir).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "metrics.json", out / "first_stage.run", out / "reranked.run", out / "per_query.tsv"]
+        written[0].write_text(json.dumps(self.metrics_json(), indent=2) + "\n", encoding="utf-8")
+        write_trec_run(self.first_stage_run, written[1], tag=self.first_stage_name)
+        write_trec_run(self.reranked_run, written[2], tag=f"{self.first_stage_name}+rerank")
+        with written[3].open("w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            w.writerow(["query-id", *(f"{m}_{when}" for m in METRICS for when in ("before", "after")), "ndcg@10_delta"])
+            for r in self.per_query:
+                w.writerow(
+                    [
+                        r.query_id,
+                        *(f"{v:.6f}" for m in METRICS for v in (r.before[m], r.after[m])),
+                        f"{r.delta():.6f}",
+                    ]
+                )
+        if plot:
+            written.append(plot_per_query(self, out / "ndcg10_per_query.png"))
+        return written
+
+
+def evaluate_reranking(
+    dataset: Dataset,
+    scorer: Scorer | Reranker,
+    *,
+    first_stage: str | Run = "bm25",
+    top_n: int = 100,
+    max_queries: int | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """First stage, rerank the top ``top_n``, and metrics before and after, per query too.
+
+    Args:
+        dataset: from :func:`load_beir`.
+        scorer: a :class:`~ce_rerank.Scorer` (e.g. ``CrossEncoderScorer``) or a ``Reranker``.
+        first_stage: ``"bm25"``, ``"dense:MODEL"``, ``"run:FILE"``, or a ready :data:`Run`.
+        top_n: candidates reranked per query. The first stage retrieves ``max(top_n, 100)``, so
+            Recall@100 is that of the first stage; reranking the top 100 cannot change it.
+        max_queries: evaluate only the first this many judged queries (file order).
+        progress: progress bar on stderr.
+    """
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise ValueError(f"top_n must be an integer >= 1, got {top_n!r}")
+    data = dataset.subset(max_queries)
+    depth = max(top_n, MIN_DEPTH)
+    if isinstance(first_stage, str):
+        label, run = first_stage_run(data, first_stage, top_k=depth)
+    else:
+        label, run = "run", _cut({q: s for q, s in first_stage.items() if q in data.queries}, depth)
+    qids = data.judged_queries
+    reranked = rerank_run(data, run, scorer, top_n=top_n, progress=progress)
+    before, before_q = evaluate_run(data.qrels, run, query_ids=qids)
+    after, after_q = evaluate_run(data.qrels, reranked, query_ids=qids)
+    name = scorer.scorer.name if isinstance(scorer, Reranker) else scorer.name
+    return EvaluationResult(
+        dataset=data.name,
+        first_stage_name=label,
+        model=str(name),
+        top_n=top_n,
+        first_stage=before,
+        reranked=after,
+        per_query=[QueryResult(q, before_q[q], after_q[q]) for q in qids],
+        first_stage_run=run,
+        reranked_run=reranked,
+    )
+
+
+def plot_per_query(result: EvaluationResult, path: str | os.PathLike[str], *, metric: str = "ndcg@10") -> Path:
+    """Scatter plot of each query's ``metric`` before (x) against after (y) reranking, as a PNG."""
+    matplotlib = _require("matplotlib", "the per-query plot")
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    xs = [r.before[metric] for r in result.per_query]
+    ys = [r.after[metric] for r in result.per_query]
+    better, worse, same = result.changes(metric)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
+    try:
+        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", zorder=1)
+        colors = ["tab:green" if y > x else "tab:red" if y < x else "0.4" for x, y in zip(xs, ys, strict=True)]
+        ax.scatter(xs, ys, s=18, c=colors, alpha=0.7, zorder=2)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"{metric.upper()} first stage ({result.first_stage_name})")
+        ax.set_ylabel(f"{metric.upper()} reranked (top {result.top_n})")
+        ax.set_title(
+            f"{result.dataset}: {result.queries} queries; better {better}, worse {worse}, same {same}\n"
+            f"mean {result.first_stage[metric]:.3f} -> {result.reranked[metric]:.3f}",
+            fontsize=9,
+        )
+        out = Path(path)
+        fig.savefig(out, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
