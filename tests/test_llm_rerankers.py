@@ -242,3 +242,18 @@ def test_both_adapters_score_an_llm_reranker_with_its_prompt(tiny_llm_reranker_d
     got = reranker.postprocess_nodes(nodes, QueryBundle(QUERY))
     assert [n.node.metadata["i"] for n in got] == order
     assert [n.node.metadata["ce_raw_score"] for n in got] == pytest.approx([expected[i] for i in order], abs=1e-4)
+
+
+def test_a_yes_only_logit_score_model_scores_the_yes_logit_and_its_sigmoid(tmp_path: Path) -> None:
+    import json
+
+    from sentence_transformers import CrossEncoder
+
+    path = build_tiny_llm_reranker(tmp_path / "m", seed=2)
+    config = path / "1_LogitScore" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "false_token_id": None}))
+    ce = CrossEncoder(str(path))
+    assert ce[1].false_token_id is None
+    scores = CrossEncoderScorer(str(path), dtype="float32").score(QUERY, TEXTS)
+    assert scores.raw == pytest.approx(predict(ce, TEXTS), abs=1e-4)
+    assert scores.relevance == pytest.approx(torch.sigmoid(torch.tensor(scores.raw)).tolist(), abs=1e-6)
