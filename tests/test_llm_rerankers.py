@@ -257,3 +257,23 @@ def test_a_yes_only_logit_score_model_scores_the_yes_logit_and_its_sigmoid(tmp_p
     scores = CrossEncoderScorer(str(path), dtype="float32").score(QUERY, TEXTS)
     assert scores.raw == pytest.approx(predict(ce, TEXTS), abs=1e-4)
     assert scores.relevance == pytest.approx(torch.sigmoid(torch.tensor(scores.raw)).tolist(), abs=1e-6)
+
+
+def test_windows_that_overflow_once_rendered_are_shortened_to_fit(
+    tiny_llm_reranker_dir: str, ce: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ce_rerank._prompts
+
+    # No slack, and 6 tokens promised that the window does not have: every window overflows when measured.
+    monkeypatch.setattr(ce_rerank._prompts, "TEMPLATE_SLACK", -6)
+    scorer = CrossEncoderScorer(tiny_llm_reranker_dir, dtype="float32", window_tokens=10_000)
+    lm = scorer.load()
+    pairs, *_ = scorer._plan(lm, QUERY, [LONG, "short text"])
+    for p in pairs:
+        assert p.length == rendered_length(ce, QUERY, chunk_of([LONG, "short text"], p), None) <= lm.max_length
+    assert max(p.length for p in pairs) >= lm.max_length - 2
+
+
+def test_a_window_too_small_for_the_template_fails_at_load(tiny_llm_reranker_dir: str) -> None:
+    with pytest.raises(ValueError, match=r"^the model's template and prompt take \d+ of its 64-token window"):
+        CrossEncoderScorer(tiny_llm_reranker_dir, max_length=64).load()
