@@ -585,18 +585,24 @@ class CrossEncoderScorer:
         cut: set[int],
         offsets: list[list[tuple[int, int]]],
     ) -> None:
-        """Set each pair's length to its rendered token count; shorten any span that still overflows.
+        """Measure the pairs near the window as rendered; shorten any span that overflows.
 
         A chat template's words join a text's edge words, which can then tokenise differently than
-        the text did alone; the slack held back almost always absorbs that, and this makes sure.
+        the text did alone (a few tokens either way). Pairs whose count (template, prompt and query
+        exact, text counted alone) is within twice the slack of the window are rendered and counted
+        exactly, and shortened if they overflow; the rest keep their count, off by those few edge
+        tokens at most, which batching can afford, without tokenising every pair twice.
         """
-        todo = [i for i in range(len(pairs)) if i not in cut]
+        near = lm.max_length - 2 * frame.slack
+        todo = [i for i in range(len(pairs)) if i not in cut and pairs[i].length > near]
         for _ in range(8):
             chunks = []
             for i in todo:
                 p = pairs[i]
                 chunks.append(texts[p.doc] if p.span is None else texts[p.doc][p.span[0] : p.span[1]])
-            lengths = measure(lm.model, frame.prompt, [(query, c) for c in chunks]) if chunks else []
+            if not chunks:
+                return
+            lengths = measure(lm.model, frame.prompt, [(query, c) for c in chunks])
             over = []
             for i, n in zip(todo, lengths, strict=True):
                 pairs[i].length = n

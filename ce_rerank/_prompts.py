@@ -15,8 +15,8 @@ prompt goes depends on the model, exactly as ``CrossEncoder.preprocess`` puts it
 
 :class:`PairFrame` counts what a pair costs besides its text (special tokens, template, prompt,
 query), so that windows are cut to fit and batches are budgeted on what the model really reads;
-for chat-template models it also measures each planned pair as rendered, because a text's first
-and last words can tokenise differently inside the template than alone.
+for chat-template models the pairs that come near the window are also measured as rendered,
+because a text's first and last words can tokenise differently inside the template than alone.
 """
 
 from __future__ import annotations
