@@ -152,6 +152,7 @@ def build_tiny_llm_reranker(
     *,
     default_prompt_name: str | None = None,
     max_position_embeddings: int = 512,
+    sequence_classification: bool = False,
     seed: int = 0,
 ) -> Path:
     """A random 2-layer Qwen3 causal LM reranker (hidden 32) saved as a sentence-transformers 6 ``CrossEncoder``.
@@ -159,10 +160,12 @@ def build_tiny_llm_reranker(
     Built the way sentence-transformers 6 builds Qwen3-Reranker-style models: ``CrossEncoder`` on a
     ``*ForCausalLM`` directory adds a ``LogitScore`` module (score = logit('yes') - logit('no') at the
     last position), and ``save_pretrained`` writes modules.json, the chat template and the prompts.
+    ``sequence_classification=True`` builds the other published shape instead (Qwen3-Reranker
+    "seq-cls" conversions): a ``Qwen3ForSequenceClassification`` with one output and the same template.
     """
     import torch
     from sentence_transformers import CrossEncoder
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, Qwen3ForSequenceClassification
 
     raw = out.parent / (out.name + "-hf")
     raw.mkdir(parents=True, exist_ok=True)
@@ -186,11 +189,12 @@ def build_tiny_llm_reranker(
         max_position_embeddings=max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        architectures=["Qwen3ForCausalLM"],
+        tie_word_embeddings=not sequence_classification,
+        num_labels=1,
+        architectures=["Qwen3ForSequenceClassification" if sequence_classification else "Qwen3ForCausalLM"],
         initializer_range=0.2,  # large random weights: a visible spread of yes/no logits between texts
     )
-    Qwen3ForCausalLM(config).save_pretrained(raw)
+    (Qwen3ForSequenceClassification if sequence_classification else Qwen3ForCausalLM)(config).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
     ce = CrossEncoder(str(raw), device="cpu", prompts=dict(RERANKER_PROMPTS), default_prompt_name=default_prompt_name)
     ce.save_pretrained(str(out))

@@ -290,3 +290,20 @@ def test_the_score_cache_keeps_scores_of_different_prompts_apart(tiny_llm_rerank
     for prompt in (INSTRUCTION, RERANKER_PROMPTS["code"], INSTRUCTION):
         scorer = CrossEncoderScorer(tiny_llm_reranker_dir, dtype="float32", prompt=prompt, cache_size=100)
         assert scorer.score(QUERY, TEXTS).raw == pytest.approx(predict(ce, TEXTS, prompt=prompt), abs=1e-4)
+
+
+def test_a_sequence_classification_llm_reranker_with_a_chat_template_works_the_same_way(tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    path = str(build_tiny_llm_reranker(tmp_path / "m", sequence_classification=True, seed=3))
+    ce = CrossEncoder(path)
+    assert type(ce.model).__name__ == "Qwen3ForSequenceClassification" and "message" in ce[0].modality_config
+    scorer = CrossEncoderScorer(path, dtype="float32", prompt=INSTRUCTION, window_tokens=10_000)
+    scores = scorer.score(QUERY, [*TEXTS, LONG])
+    lm = scorer.load()
+    assert not any(type(m).__name__ == "FirstTokenLayer" for m in lm.model.modules())
+    assert scores.raw[:-1] == pytest.approx(predict(ce, TEXTS, prompt=INSTRUCTION), abs=1e-4)
+    start, end = scores.spans[-1]  # type: ignore[misc]
+    assert scores.raw[-1] == pytest.approx(predict(ce, [LONG[start:end]], prompt=INSTRUCTION)[0], abs=1e-4)
+    pairs, *_ = scorer._plan(lm, QUERY, [LONG])
+    assert all(rendered_length(ce, QUERY, chunk_of([LONG], p), INSTRUCTION) <= lm.max_length for p in pairs)
