@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._prompts import PairFrame, fit_query, measure, pair_frame
 from ._scores import Scores
-from .exceptions import ModelLoadError, TruncationWarning, WindowCapWarning
+from .exceptions import ModelLoadError, QueryTruncationWarning, TruncationWarning, WindowCapWarning
 
 if TYPE_CHECKING:
     import torch
@@ -338,6 +339,17 @@ class CrossEncoderScorer:
             ``auto`` never picks it; use it only where speed matters more than ranking quality.
         backend: sentence-transformers backend: ``"torch"``, ``"onnx"`` or ``"openvino"``.
         trust_remote_code: run code shipped with the model; off unless you ask.
+        prompt: the instruction for instruction-following rerankers, passed as
+            ``CrossEncoder.predict(prompt=...)`` passes it: a chat-template (LLM) reranker gets it as
+            its system message, any other model in front of the query. ``""`` turns off a model's
+            default prompt. Mutually exclusive with ``prompt_name``.
+        prompt_name: the name of one of the model's saved prompts (``CrossEncoder.prompts``);
+            default: the model's ``default_prompt_name``, if it has one.
+        max_query_tokens: most tokens of the query itself (prompt and template not counted); a
+            longer query is cut to its first ``max_query_tokens`` tokens, with a
+            ``QueryTruncationWarning``, and texts get the rest of the window. Default: half of
+            the window that special tokens, template and prompt leave (the split the window
+            planning always used; a query is rarely that long, and a text still gets half).
         cache_size: keep the scores of this many (query, text) pairs in a least-recently-used
             cache shared by every scorer with the same model and settings, so a repeated query
             (retries, pagination, several retrievers returning the same passages) skips the
@@ -366,6 +378,9 @@ class CrossEncoderScorer:
         backend: Backend = "torch",
         trust_remote_code: bool = False,
         cache_size: int = 0,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        max_query_tokens: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a hub id or a local directory, got an empty value")
@@ -382,6 +397,20 @@ class CrossEncoderScorer:
             raise ValueError(f"max_length must be an integer >= 16 or None (the model's own), got {max_length!r}")
         if window_stride is not None and not (1 <= window_stride):
             raise ValueError(f"window_stride must be >= 1 or None (half a window), got {window_stride!r}")
+        if max_query_tokens is not None and (
+            isinstance(max_query_tokens, bool) or not isinstance(max_query_tokens, int) or max_query_tokens < 1
+        ):
+            raise ValueError(
+                f"max_query_tokens must be an integer >= 1 or None (half the window), got {max_query_tokens!r}"
+            )
+        for label, given in (("prompt", prompt), ("prompt_name", prompt_name)):
+            if given is not None and not isinstance(given, str):
+                raise TypeError(f"{label} must be a string or None, got {type(given).__name__}")
+        if prompt is not None and prompt_name is not None:
+            raise ValueError(
+                f"pass prompt (your own instruction) or prompt_name (one of the model's saved prompts), not both; "
+                f"got prompt={prompt!r} and prompt_name={prompt_name!r}"
+            )
         if long_text not in ("window", "truncate"):
             raise ValueError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
         if backend not in ("torch", "onnx", "openvino"):
@@ -400,6 +429,10 @@ class CrossEncoderScorer:
         self.backend = backend
         self.trust_remote_code = bool(trust_remote_code)
         self.cache_size = cache_size
+        self.prompt = prompt
+        self.prompt_name = prompt_name
+        self.max_query_tokens = max_query_tokens
+        self._frame_for: tuple[_LoadedModel, PairFrame] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -427,6 +460,7 @@ class CrossEncoderScorer:
         if not self.cache_size:
             return None
         key = (*self._key(), self.long_text, self.window_tokens, self.window_stride, self.max_windows, self.cache_size)
+        key = (*key, self.prompt, self.prompt_name, self.max_query_tokens)
         with _registry_lock:
             cache = _score_caches.get(key)
             if cache is None:
@@ -434,24 +468,71 @@ class CrossEncoderScorer:
             return cache
 
     def load(self) -> _LoadedModel:
-        """Load (or fetch from the process-wide cache) the model; called lazily by :meth:`score`."""
-        return _get_model(self._key())
+        """Load (or fetch from the process-wide cache) the model; called lazily by :meth:`score`.
+
+        Also resolves the prompt and the query budget against the model, so that a bad
+        ``prompt_name`` or ``max_query_tokens`` fails here, before any scoring.
+        """
+        lm = _get_model(self._key())
+        with lm.lock:
+            self._frame(lm)
+        return lm
+
+    def _frame(self, lm: _LoadedModel) -> PairFrame:
+        """The prompt and token frame of a pair for this scorer's settings (hold ``lm.lock``)."""
+        known = self._frame_for
+        if known is not None and known[0] is lm:
+            return known[1]
+        frame = pair_frame(
+            lm.model,
+            max_length=lm.max_length,
+            prompt=self.prompt,
+            prompt_name=self.prompt_name,
+            max_query_tokens=self.max_query_tokens,
+        )
+        self._frame_for = (lm, frame)
+        return frame
+
+    def _fit_query(self, lm: _LoadedModel, query: str, *, warn: bool = False) -> str:
+        """The query cut to the query budget (hold ``lm.lock``); with ``warn``, say so when it was cut."""
+        frame = self._frame(lm)
+        tok = lm.model.tokenizer
+        fitted, total = fit_query(tok, query, frame.query_budget)
+        if warn and fitted != query:
+            which = (
+                f"max_query_tokens={self.max_query_tokens}"
+                if self.max_query_tokens is not None
+                else f"the default query budget of {frame.query_budget} tokens (half the model's window)"
+            )
+            warnings.warn(
+                f"the query has {total} tokens, more than {which}: it was cut to its first "
+                f"{frame.query_budget} tokens and texts were scored against that; raise max_query_tokens "
+                "to keep more of it",
+                QueryTruncationWarning,
+                stacklevel=4,
+            )
+        return fitted
 
     # -- planning ----------------------------------------------------------------------
 
     def _plan(self, lm: _LoadedModel, query: str, texts: list[str]) -> tuple[list[_Pair], int, int, int]:
-        """Tokenise each text once and turn it into (query, span) pairs with token lengths."""
+        """Tokenise each text once and turn it into (query, span) pairs with token lengths.
+
+        Lengths count what the model sees: special tokens, chat template and prompt included. The
+        query is cut to the query budget first (:meth:`_fit_query`); texts get the rest of the window.
+        """
         tok = lm.model.tokenizer
         assert tok is not None  # checked at load
-        specials = tok.num_special_tokens_to_add(pair=True)
-        q_len = len(tok(query, add_special_tokens=False, verbose=False)["input_ids"])
-        # The tokenizer cuts the longer side first ("longest_first"): the query keeps at most half.
-        q_len = min(q_len, lm.max_length // 2)
-        budget = max(lm.max_length - q_len - specials, 1)
+        frame = self._frame(lm)
+        query = self._fit_query(lm, query)
+        q_len = frame.overhead(lm.model, query)  # every token of a pair but the text's own
+        specials = 0  # counted in q_len
+        budget = max(lm.max_length - q_len - frame.slack, 1)
         enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         window = min(self.window_tokens, budget)
         stride = min(self.window_stride or max(window // 2, 1), window)
         pairs: list[_Pair] = []
+        cut: set[int] = set()  # pairs the tokenizer truncates (long_text="truncate")
         truncated = windowed = capped = 0
         for doc, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
             n = len(ids)
@@ -460,6 +541,7 @@ class CrossEncoderScorer:
                 continue
             if self.long_text == "truncate":
                 truncated += 1
+                cut.add(len(pairs))
                 pairs.append(_Pair(doc, None, lm.max_length))
                 continue
             windowed += 1
@@ -474,6 +556,8 @@ class CrossEncoderScorer:
             for s in starts:
                 span = (int(offsets[s][0]), int(offsets[s + window - 1][1]))
                 pairs.append(_Pair(doc, span, q_len + window + specials))
+        if frame.templated:
+            self._measure(lm, frame, query, texts, pairs, cut, enc["offset_mapping"])
         if truncated:
             warnings.warn(
                 f"{truncated} of {len(texts)} documents were longer than the model's {lm.max_length}-token "
@@ -490,6 +574,52 @@ class CrossEncoderScorer:
                 stacklevel=4,
             )
         return pairs, truncated, windowed, len(pairs)
+
+    def _measure(
+        self,
+        lm: _LoadedModel,
+        frame: PairFrame,
+        query: str,
+        texts: list[str],
+        pairs: list[_Pair],
+        cut: set[int],
+        offsets: list[list[tuple[int, int]]],
+    ) -> None:
+        """Measure the pairs near the window as rendered; shorten any span that overflows.
+
+        A chat template's words join a text's edge words, which can then tokenise differently than
+        the text did alone (a few tokens either way). Pairs whose count (template, prompt and query
+        exact, text counted alone) is within twice the slack of the window are rendered and counted
+        exactly, and shortened if they overflow; the rest keep their count, off by those few edge
+        tokens at most, which batching can afford, without tokenising every pair twice.
+        """
+        near = lm.max_length - 2 * frame.slack
+        todo = [i for i in range(len(pairs)) if i not in cut and pairs[i].length > near]
+        for _ in range(8):
+            chunks = []
+            for i in todo:
+                p = pairs[i]
+                chunks.append(texts[p.doc] if p.span is None else texts[p.doc][p.span[0] : p.span[1]])
+            if not chunks:
+                return
+            lengths = measure(lm.model, frame.prompt, [(query, c) for c in chunks])
+            over = []
+            for i, n in zip(todo, lengths, strict=True):
+                pairs[i].length = n
+                if n > lm.max_length:
+                    over.append(i)
+            if not over:
+                return
+            for i in over:  # drop the excess tokens from the end of the span (whole texts become one span)
+                p = pairs[i]
+                start, end = p.span or (0, len(texts[p.doc]))
+                ends = [int(b) for a, b in offsets[p.doc] if a >= start and b <= end]
+                keep = max(len(ends) - (p.length - lm.max_length), 1)
+                p.span = (start, ends[keep - 1])
+            todo = over
+        raise RuntimeError(  # pragma: no cover - the span shrinks every round
+            "could not fit a text into the model window; please report this with the model id"
+        )
 
     def _batches(self, pairs: list[_Pair]) -> Iterator[list[int]]:
         """Pair indices, longest first, in batches bounded by pairs and by padded tokens."""
@@ -519,7 +649,7 @@ class CrossEncoderScorer:
         from sentence_transformers.util import batch_to_device
 
         ce = lm.model
-        features = ce.preprocess([(query, t) for t in texts])
+        features = ce.preprocess([(query, t) for t in texts], prompt=self._frame(lm).prompt)
         features = batch_to_device(features, torch.device(lm.device))
         with torch.inference_mode(), self._autocast(lm):
             logits = ce(features)["scores"]
@@ -551,7 +681,8 @@ class CrossEncoderScorer:
             # One call at a time per model: a fast tokenizer's padding/truncation state is shared and
             # set per call (not thread-safe), and parallel forward passes would only contend for cores.
             with lm.lock:
-                pairs, truncated, windowed, n_pairs = self._plan(lm, query, todo)
+                query_seen = self._fit_query(lm, query, warn=True)  # cut to the query budget
+                pairs, truncated, windowed, n_pairs = self._plan(lm, query_seen, todo)
                 raw = [0.0] * len(pairs)
                 for batch in self._batches(pairs):
                     chunk = []
@@ -559,7 +690,7 @@ class CrossEncoderScorer:
                         p = pairs[i]
                         text = todo[p.doc]
                         chunk.append(text if p.span is None else text[p.span[0] : p.span[1]])
-                    out = self._forward(lm, query, chunk)
+                    out = self._forward(lm, query_seen, chunk)
                     for i, v in zip(batch, out.tolist(), strict=True):
                         raw[i] = v
                     n_batches += 1

@@ -207,6 +207,21 @@ class RerankerSettings(BaseModel):
         default=128, description="Tokens of text per window for long texts (half-overlapping windows)."
     )
     max_windows: int = Field(default=64, description="Most windows per text; past it windows are spread out.")
+    prompt: str | None = Field(
+        default=None,
+        description="Instruction for instruction-following (LLM) rerankers, passed as CrossEncoder.predict(prompt=...) "
+        "passes it; '' turns off a model's default prompt. Not with prompt_name.",
+    )
+    prompt_name: str | None = Field(
+        default=None,
+        description="Name of one of the model's saved prompts (CrossEncoder.prompts); default: the model's "
+        "default_prompt_name, if any.",
+    )
+    max_query_tokens: int | None = Field(
+        default=None,
+        description="Most tokens of the query (prompt and template not counted); a longer query is cut, with a "
+        "QueryTruncationWarning, and texts get the rest of the window. None: half the window.",
+    )
     fusion: Literal["rrf"] | None = Field(
         default=None, description="'rrf' fuses the cross-encoder's order with the retriever's (fusion_score)."
     )
@@ -261,6 +276,9 @@ class RerankerSettings(BaseModel):
             max_windows=self.max_windows,
             trust_remote_code=self.trust_remote_code,
             cache_size=self.cache_size,
+            prompt=self.prompt,
+            prompt_name=self.prompt_name,
+            max_query_tokens=self.max_query_tokens,
         )
 
     @property

@@ -8,6 +8,7 @@ The class tree::
 
     CeRerankWarning (UserWarning)
     ├── TruncationWarning     long_text="truncate" cut documents at the model window
+    │   └── QueryTruncationWarning   a query was cut to the query budget (max_query_tokens)
     └── WindowCapWarning      a document needed more windows than max_windows allows
 """
 
@@ -17,6 +18,7 @@ __all__ = [
     "CeRerankError",
     "CeRerankWarning",
     "ModelLoadError",
+    "QueryTruncationWarning",
     "ScorerError",
     "TruncationWarning",
     "WindowCapWarning",
@@ -51,6 +53,10 @@ class CeRerankWarning(UserWarning):
 
 class TruncationWarning(CeRerankWarning):
     """Documents longer than the model window were cut (``long_text="truncate"``)."""
+
+
+class QueryTruncationWarning(TruncationWarning):
+    """A query longer than the query budget (``max_query_tokens``) was cut to it."""
 
 
 class WindowCapWarning(CeRerankWarning):

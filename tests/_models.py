@@ -99,3 +99,104 @@ def build_minilm_cross_encoder(out: Path, *, seed: int = 0) -> Path:
     )
     tokenizer.save_pretrained(out)
     return out
+
+
+# -- a tiny LLM reranker (causal LM + yes/no logit score), as sentence-transformers 6 saves one --------
+
+# A Qwen3-Reranker-style chat template: the system message carries the instruction (sentence-transformers
+# puts ``prompt`` there), the query and document roles carry the pair, and the answer slot comes last.
+_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+_JUDGE = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".'
+)
+RERANKER_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(instruct='" + _DEFAULT_INSTRUCTION + "', query='', document='') -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{%- set ns.instruct = m['content'] -%}"
+    "{%- elif m['role'] == 'query' -%}{%- set ns.query = m['content'] -%}"
+    "{%- elif m['role'] == 'document' -%}{%- set ns.document = m['content'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{ '<|im_start|>system\\n" + _JUDGE.replace('"', '\\"') + "<|im_end|>\\n<|im_start|>user\\n' }}"
+    "{{ '<Instruct>: ' + ns.instruct + '\\n<Query>: ' + ns.query + '\\n<Document>: ' + ns.document }}"
+    "{{ '<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}"
+)
+RERANKER_PROMPTS = {
+    "web_search": _DEFAULT_INSTRUCTION,
+    "code": "Given a programming question, retrieve passages with code that answers it",
+}
+
+
+def _train_byte_bpe(*, vocab_size: int = 700) -> object:
+    """A byte-level BPE tokenizer (as Qwen and Llama use) with chat special tokens and 'yes'/'no' tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    lines = [*CORPUS, _JUDGE, _DEFAULT_INSTRUCTION, *RERANKER_PROMPTS.values(), "<Instruct>: <Query>: <Document>:"]
+    tok.train_from_iterator(lines * 20 + ["yes", "no"] * 50, trainer=trainer)
+    for word in ("yes", "no"):
+        if tok.token_to_id(word) is None:  # pragma: no cover - the corpus above always teaches both
+            raise RuntimeError(f"the tiny tokenizer did not learn the token {word!r}")
+    return tok
+
+
+def build_tiny_llm_reranker(
+    out: Path,
+    *,
+    default_prompt_name: str | None = None,
+    max_position_embeddings: int = 512,
+    sequence_classification: bool = False,
+    seed: int = 0,
+) -> Path:
+    """A random 2-layer Qwen3 causal LM reranker (hidden 32) saved as a sentence-transformers 6 ``CrossEncoder``.
+
+    Built the way sentence-transformers 6 builds Qwen3-Reranker-style models: ``CrossEncoder`` on a
+    ``*ForCausalLM`` directory adds a ``LogitScore`` module (score = logit('yes') - logit('no') at the
+    last position), and ``save_pretrained`` writes modules.json, the chat template and the prompts.
+    ``sequence_classification=True`` builds the other published shape instead (Qwen3-Reranker
+    "seq-cls" conversions): a ``Qwen3ForSequenceClassification`` with one output and the same template.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, Qwen3ForSequenceClassification
+
+    raw = out.parent / (out.name + "-hf")
+    raw.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_byte_bpe(),
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=max_position_embeddings,
+        padding_side="left",
+    )
+    tokenizer.chat_template = RERANKER_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=not sequence_classification,
+        num_labels=1,
+        architectures=["Qwen3ForSequenceClassification" if sequence_classification else "Qwen3ForCausalLM"],
+        initializer_range=0.2,  # large random weights: a visible spread of yes/no logits between texts
+    )
+    (Qwen3ForSequenceClassification if sequence_classification else Qwen3ForCausalLM)(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    ce = CrossEncoder(str(raw), device="cpu", prompts=dict(RERANKER_PROMPTS), default_prompt_name=default_prompt_name)
+    ce.save_pretrained(str(out))
+    shutil.rmtree(raw)
+    return out

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _models import build_minilm_cross_encoder, build_tiny_cross_encoder
+from _models import build_minilm_cross_encoder, build_tiny_cross_encoder, build_tiny_llm_reranker
 
 from ce_rerank import Scores
 
@@ -46,6 +46,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_two_label_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random two-output (not relevant / relevant) BERT cross-encoder."""
     return str(build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce-2"), num_labels=2, seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random Qwen3 causal-LM reranker (chat template, yes/no LogitScore, saved prompts)."""
+    return str(build_tiny_llm_reranker(tmp_path_factory.mktemp("tiny-llm") / "model"))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ CORE_API = [
     "CeRerankWarning",
     "CrossEncoderScorer",
     "ModelLoadError",
+    "QueryTruncationWarning",
     "RankedCandidate",
     "RemoteScorer",
     "Reranker",

@@ -44,6 +44,9 @@ def _scorer(args: argparse.Namespace) -> Any:
         quantize=args.quantize,
         batch_size=args.batch_size,
         long_text=args.long_text,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        max_query_tokens=args.max_query_tokens,
     )
     scorer.load()
     return scorer
@@ -79,6 +82,19 @@ def _add_model_flags(p: argparse.ArgumentParser, *, default_model: str | None) -
         default="window",
         choices=["window", "truncate"],
         help="texts longer than the model window: score overlapping windows and keep the best (default), or truncate",
+    )
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--prompt",
+        default=None,
+        help="instruction for instruction-following (LLM) rerankers, as CrossEncoder.predict(prompt=...) takes it",
+    )
+    prompt.add_argument("--prompt-name", default=None, help="one of the model's saved prompts, by name")
+    p.add_argument(
+        "--max-query-tokens",
+        type=_positive_int,
+        default=None,
+        help="most tokens of the query; a longer one is cut, with a warning (default: half the model window)",
     )
 
 
