@@ -1,4 +1,5 @@
-"""A local Hugging Face cache holding a model under a hub id, built offline (no download).
+"""A local Hugging Face cache holding a model under a hub id, built offline (no download), and a
+fresh interpreter to load it in (huggingface_hub reads HF_HOME and HF_ENDPOINT at import).
 
 The layout huggingface_hub writes (``HF_HOME/hub/models--ORG--NAME/refs/main`` naming a snapshot
 folder that holds the files), so that a hub id loads from the cache as it would on a user's
@@ -7,9 +8,15 @@ machine after one download.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -29,3 +36,20 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_python(code: str, *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 300) -> Any:
+    """Run ``code`` in a fresh interpreter (from the repository root, ce-rerank importable) with ``env``;
+    return what its last line of stdout holds, as JSON. A non-zero exit fails with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Retrying" not in proc.stderr and "Loading weights" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

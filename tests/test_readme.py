@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _hub_cache import cache_as_hub_model
+from _hub_cache import cache_as_hub_model, run_python
 
 from ce_rerank import DEFAULT_MODEL
 
@@ -83,19 +81,9 @@ def test_every_readme_python_example_runs_as_written(tiny_model_dir: str, tmp_pa
     pytest.importorskip("bm25s")
     hf_home = tmp_path / "hf-home"
     cache_as_hub_model(tiny_model_dir, hf_home, DEFAULT_MODEL)
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     blocks = readme_blocks()
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, PRELUDE],
-        input=json.dumps(blocks),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_python(RUNNER, PRELUDE, env=env, stdin=json.dumps(blocks), timeout=600)
     failures = [f"{section}:\n{outcome}" for section, outcome in report if outcome != "ok"]
     assert not failures, "\n".join(failures)
     assert len(report) == len(blocks) >= 8

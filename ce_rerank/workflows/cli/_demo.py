@@ -114,7 +114,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "(no network, or the hub is unreachable). Point --model at a local cross-encoder directory, "
                 "e.g. `ce-rerank demo --model path/to/model` (a folder with config.json, the weights and the "
                 "tokenizer files, as written by CrossEncoder.save_pretrained), or run once where the hub is "
-                "reachable so that the model is cached"
+                "reachable so that the model is cached. On a machine without network, set HF_HUB_OFFLINE=1 so "
+                "that nothing waits for the hub"
             ) from exc
         raise
 
