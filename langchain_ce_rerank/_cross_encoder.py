@@ -42,7 +42,7 @@ class HuggingFaceCrossEncoder(BaseModel, BaseCrossEncoder):
                                             model_kwargs={"device": "cpu"})
             reranker = CrossEncoderReranker(model=model, top_n=3)
             model.score([("capital of France", "Paris is the capital of France."), ("capital of France", "Bananas.")])
-            # [0.99..., 0.0001...]
+            # two relevance_scores in [0, 1], one per pair, in input order
 
     Scores: ``relevance_score``, in [0, 1]: the sigmoid of the logit for one-output models (what
     langchain-community's class returns for them), the softmax probability of the "relevant" class
