@@ -81,7 +81,7 @@ def test_a_hub_id_fails_within_seconds_when_the_hub_is_unreachable_and_loads_fro
     assert unreachable["seconds"] < 10  # huggingface_hub's own retries took 52-54 s
     assert unreachable["error"].startswith(
         f"could not load cross-encoder {DEFAULT_MODEL!r}: it is neither a local directory nor in the local Hugging "
-        f"Face cache, and the Hugging Face hub ({endpoint}) cannot be reached (ConnectError: "
+        f"Face cache, and the Hugging Face hub ({endpoint}) cannot be reached ("
     )
     assert unreachable["error"].endswith(f"). Fix: {_OFFLINE_FIX}")
     assert "HF_HUB_OFFLINE=1" in unreachable["error"]
@@ -119,3 +119,60 @@ def test_loading_a_model_draws_no_progress_bar_and_keeps_the_users_setting(
     finally:
         hf_logging.enable_progress_bar()
         clear_model_cache()
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """This process as if HF_HUB_OFFLINE were unset (conftest.py sets it for every test)."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    return monkeypatch
+
+
+def test_the_probe_passes_when_the_hub_answers_anything(online: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    import huggingface_hub.constants as hub
+
+    from ce_rerank._sources import _probe_hub
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(404)  # any answer means the hub is there
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        online.setattr(hub, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert _probe_hub() is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_probe_gives_up_within_seconds_on_a_hub_that_never_answers(online: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    import huggingface_hub.constants as hub
+
+    from ce_rerank._sources import PROBE_SECONDS, _probe_hub
+
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        online.setattr(hub, "ENDPOINT", endpoint)
+        start = time.monotonic()
+        problem = _probe_hub()
+        elapsed = time.monotonic() - start
+    assert problem is not None and problem.startswith(f"the Hugging Face hub ({endpoint}) cannot be reached (")
+    assert elapsed < PROBE_SECONDS + 2
