@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="measure NDCG@10, MRR@10, Recall@100 and MAP before and after reranking on a BEIR-layout dataset",
         description="First stage (BM25, dense or a TREC run), rerank its best --candidates with a cross-encoder, "
-        "and compare "
-        "NDCG@10, MRR@10, Recall@100 and MAP (pytrec_eval) before and after. Needs pip install 'ce-rerank[eval]'.",
+        "and compare NDCG@10, MRR@10, Recall@100 and MAP (pytrec_eval) before and after. Needs pip install "
+        "'ce-rerank[eval]'.",
     )
     p_eval.add_argument(
         "dataset", metavar="DATASET_DIR", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv"
