@@ -394,7 +394,8 @@ def test_the_demo_says_what_the_model_is_from_its_card_and_that_quality_depends_
     shutil.copytree(tiny_model_dir, model)
     (model / "README.md").write_text(
         "---\nlicense: apache-2.0\n---\n# Cross-Encoder for MS Marco\n\n"
-        "This model (a MiniLM) was trained on the MS Marco Passage Ranking task. It reranks passages.\n"
+        "This model (a MiniLM) was trained on the [MS Marco Passage Ranking](https://example.org/msmarco) task. "
+        "It reranks passages.\n"
     )
     ce = CrossEncoderScorer(str(model)).load().model
     line = describe_model(str(model), ce)

@@ -82,6 +82,7 @@ def _first_sentence(card: str, width: int = 140) -> str:
     for block in re.split(r"\n\s*\n", card):
         lines = [ln for ln in block.strip().splitlines() if not ln.lstrip().startswith(("#", "!", "<", "|", "```"))]
         prose = " ".join(" ".join(lines).split())
+        prose = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", prose).replace("**", "").replace("`", "")  # Markdown
         if len(prose) < 20:
             continue
         while re.search(r"\([^()]*\)", prose):
