@@ -17,12 +17,13 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._prompts import PairFrame, fit_query, measure, pair_frame
 from ._scores import Scores
+from ._sources import model_source
 from .exceptions import ModelLoadError, QueryTruncationWarning, TruncationWarning, WindowCapWarning
 
 if TYPE_CHECKING:
@@ -217,13 +218,17 @@ def _load(
 
     logger.info("loading cross-encoder %s on %s (%s, quantize=%s, %s)", model, device, dtype, quantize, backend)
     try:
-        ce = CrossEncoder(
-            model,
-            device=device,
-            backend=backend,  # type: ignore[arg-type]
-            trust_remote_code=trust_remote_code,
-            max_length=max_length,
-        )
+        with model_source(model) as source:  # a file, offline, an unreachable hub: fail fast; no progress bars
+            ce = CrossEncoder(
+                model,
+                device=device,
+                backend=backend,  # type: ignore[arg-type]
+                trust_remote_code=trust_remote_code,
+                max_length=max_length,
+                **source,
+            )
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise _load_error(model, exc, trust_remote_code=trust_remote_code, backend=backend) from exc
 
@@ -724,14 +729,15 @@ class CrossEncoderScorer:
         return await asyncio.to_thread(self.score, query, texts)
 
 
-def check_inputs(query: str, texts: Sequence[str]) -> list[str]:
-    """Validate a call's inputs; return the texts as a list."""
+def check_inputs(query: str, texts: Iterable[str]) -> list[str]:
+    """Validate a call's inputs; return the texts as a list (any iterable, read once)."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query is empty: pass the user's question or search string to rerank against")
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, got a single string: wrap it in a list")
+    if isinstance(texts, str) or not isinstance(texts, Iterable):
+        what = "a single string: wrap it in a list" if isinstance(texts, str) else type(texts).__name__
+        raise TypeError(f"texts must be an iterable of strings (a list, a tuple, a generator), got {what}")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):

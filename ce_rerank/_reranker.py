@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -87,13 +87,14 @@ class Reranker:
             rrf_weights=self.rrf_weights,
         )
 
-    def rerank(self, query: str, texts: Sequence[str], *, ids: Sequence[str] | None = None) -> list[RankedCandidate]:
+    def rerank(self, query: str, texts: Iterable[str], *, ids: Iterable[str] | None = None) -> list[RankedCandidate]:
         """Score and order ``texts`` for ``query``; return positions into ``texts`` with scores.
 
-        An empty ``texts`` returns ``[]`` without touching the scorer (no model load).
-        ``ids`` only label the DEBUG log table.
+        ``texts`` may be any iterable (a generator is read once). An empty ``texts`` returns ``[]``
+        without touching the scorer (no model load). ``ids`` only label the DEBUG log table.
         """
         texts = check_inputs(query, texts)
+        labels = None if ids is None else list(ids)
         if not texts:
             return []
         start = time.perf_counter()
@@ -102,14 +103,15 @@ class Reranker:
             ranked = self._rank(scores, len(texts))
         except Exception as exc:
             return self._failed(exc, len(texts))
-        self._log(scores, ranked, texts, ids, time.perf_counter() - start)
+        self._log(scores, ranked, texts, labels, time.perf_counter() - start)
         return ranked
 
     async def arerank(
-        self, query: str, texts: Sequence[str], *, ids: Sequence[str] | None = None
+        self, query: str, texts: Iterable[str], *, ids: Iterable[str] | None = None
     ) -> list[RankedCandidate]:
         """Async version of :meth:`rerank` (the scorer's ``ascore``)."""
         texts = check_inputs(query, texts)
+        labels = None if ids is None else list(ids)
         if not texts:
             return []
         start = time.perf_counter()
@@ -118,7 +120,7 @@ class Reranker:
             ranked = self._rank(scores, len(texts))
         except Exception as exc:
             return self._failed(exc, len(texts))
-        self._log(scores, ranked, texts, ids, time.perf_counter() - start)
+        self._log(scores, ranked, texts, labels, time.perf_counter() - start)
         return ranked
 
     def _failed(self, exc: Exception, n: int) -> list[RankedCandidate]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import string
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -12,12 +13,12 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field, field_validator
 
 from ce_rerank import RankedCandidate, RerankerSettings
 
 
-def _rebuild(documents: Sequence[Document], ranked: list[RankedCandidate]) -> list[Document]:
+def _rebuild(documents: list[Document], ranked: list[RankedCandidate]) -> list[Document]:
     """New Documents in ranked order: same content and id, a copy of the metadata plus the scores."""
     out = []
     for c in ranked:
@@ -26,15 +27,55 @@ def _rebuild(documents: Sequence[Document], ranked: list[RankedCandidate]) -> li
     return out
 
 
-def _texts(documents: Sequence[Document]) -> list[str]:
+def _documents(documents: Iterable[Document]) -> list[Document]:
+    """The caller's Documents as a list (any iterable, a generator included, is read once)."""
     if isinstance(documents, (str, Document)):
         raise TypeError("documents must be a sequence of Document, got a single item: wrap it in a list")
-    texts = []
-    for i, doc in enumerate(documents):
+    if not isinstance(documents, Iterable):
+        what = type(documents).__name__
+        raise TypeError(f"documents must be an iterable of Document (a list, a generator), got {what}")
+    docs = list(documents)
+    for i, doc in enumerate(docs):
         if not isinstance(doc, Document):
             raise TypeError(f"documents[{i}] must be a langchain_core Document, got {type(doc).__name__}")
-        texts.append(doc.page_content)
-    return texts
+    return docs
+
+
+_FORMATTER = string.Formatter()
+
+
+def _template_fields(template: str) -> list[str]:
+    """The field names of a ``text_template``; only plain names (``{title}``) are allowed."""
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise ValueError(f"text_template {template!r} is not a valid format string ({exc})") from exc
+    names = [name for _, name, _, _ in parsed if name is not None]
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(
+                f"text_template field {{{name}}} is not a plain name: use page_content or a metadata key, "
+                "e.g. '{title}\\n{page_content}'"
+            )
+    if not names:
+        raise ValueError(f"text_template {template!r} names no field: use e.g. '{{title}}\\n{{page_content}}'")
+    return list(dict.fromkeys(names))
+
+
+def _texts(documents: list[Document], template: str | None) -> list[str]:
+    """What the cross-encoder reads for each Document: ``page_content``, or ``template`` filled in."""
+    if template is None:
+        return [d.page_content for d in documents]
+    names = _template_fields(template)
+    for i, doc in enumerate(documents):  # every field of every Document, before anything is scored
+        for name in names:
+            if name != "page_content" and name not in doc.metadata:
+                keys = ", ".join(sorted(map(str, doc.metadata))) or "none"
+                raise ValueError(
+                    f"text_template needs metadata[{name!r}], which documents[{i}] does not have (its metadata "
+                    f"keys: {keys}): add the field to every Document or change text_template"
+                )
+    return [template.format_map({**d.metadata, "page_content": d.page_content}) for d in documents]
 
 
 class CrossEncoderRerank(RerankerSettings, BaseDocumentCompressor):
@@ -73,13 +114,33 @@ class CrossEncoderRerank(RerankerSettings, BaseDocumentCompressor):
             retriever = reranker.as_retriever(vectorstore.as_retriever(search_kwargs={"k": 50}))
             chain = {"context": retriever, "question": RunnablePassthrough()} | prompt | llm
 
+    Rank on more than ``page_content`` (a title in metadata, say):
+        .. code-block:: python
+
+            reranker = CrossEncoderRerank(text_template="{title}\\n{page_content}", top_n=5)
+
     Returns new Documents (same ``page_content`` and ``id``; metadata is a copy of the
     input's plus ``relevance_score``, ``ce_raw_score``, ``retrieval_rank`` and, when they
-    apply, ``fusion_score`` and ``ce_best_span``), sorted and cut to ``top_n``/``min_score``.
-    The input Documents are never mutated.
+    apply, ``fusion_score`` and ``ce_best_span``, a span of the text scored: the filled-in
+    ``text_template`` when one is set), sorted and cut to ``top_n``/``min_score``.
+    The input Documents are never mutated; ``documents`` may be any iterable (read once).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    text_template: str | None = Field(
+        default=None,
+        description="What the cross-encoder reads for each Document: None (default) is page_content; a format "
+        "string over page_content and metadata keys, e.g. '{title}\\n{page_content}', fills those in. A missing "
+        "field is an error naming it, raised before anything is scored.",
+    )
+
+    @field_validator("text_template")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            _template_fields(value)
+        return value
 
     def compress_documents(
         self,
@@ -87,10 +148,11 @@ class CrossEncoderRerank(RerankerSettings, BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """Rerank ``documents`` for ``query``; see the class docstring for the result."""
-        texts = _texts(documents)
-        ranked = self.reranker().rerank(query, texts, ids=[d.id or "" for d in documents])
-        return _rebuild(documents, ranked)
+        """Rerank ``documents`` (any iterable of Documents) for ``query``; see the class docstring."""
+        docs = _documents(documents)
+        texts = _texts(docs, self.text_template)
+        ranked = self.reranker().rerank(query, texts, ids=[d.id or "" for d in docs])
+        return _rebuild(docs, ranked)
 
     async def acompress_documents(
         self,
@@ -99,9 +161,10 @@ class CrossEncoderRerank(RerankerSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`: the event loop keeps running while the model scores."""
-        texts = _texts(documents)
-        ranked = await self.reranker().arerank(query, texts, ids=[d.id or "" for d in documents])
-        return _rebuild(documents, ranked)
+        docs = _documents(documents)
+        texts = _texts(docs, self.text_template)
+        ranked = await self.reranker().arerank(query, texts, ids=[d.id or "" for d in docs])
+        return _rebuild(docs, ranked)
 
     def as_retriever(self, base_retriever: BaseRetriever) -> RerankRetriever:
         """A retriever that runs ``base_retriever`` and reranks what it returns.

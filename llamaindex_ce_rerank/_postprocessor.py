@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,18 +89,26 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "CrossEncoderRerank"
 
-    def _prepare(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
+    def _prepare(
+        self, nodes: Iterable[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> tuple[list[NodeWithScore], str, list[str]]:
+        """The nodes as a list (any iterable, read once), the query and the texts to score."""
         if query_bundle is None:
             raise ValueError(
                 "CrossEncoderRerank needs the query: call postprocess_nodes(nodes, query_str=...) "
                 "or use it inside a query engine"
             )
+        if isinstance(nodes, (str, NodeWithScore)) or not isinstance(nodes, Iterable):
+            raise TypeError(
+                f"nodes must be an iterable of NodeWithScore (a list, a generator), got {type(nodes).__name__}"
+            )
+        listed = list(nodes)
         texts = []
-        for i, nws in enumerate(nodes):
+        for i, nws in enumerate(listed):
             if not isinstance(nws, NodeWithScore):
                 raise TypeError(f"nodes[{i}] must be a NodeWithScore, got {type(nws).__name__}")
             texts.append(nws.node.get_content(metadata_mode=self.metadata_mode))
-        return query_bundle.query_str, texts
+        return listed, query_bundle.query_str, texts
 
     @contextmanager
     def _reranking(
@@ -132,15 +140,15 @@ class CrossEncoderRerank(RerankerSettings, BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)  # validate before any event is emitted
+        listed, query, texts = self._prepare(nodes, query_bundle)  # validate before any event is emitted
         reranker = self.reranker()
-        with self._reranking(nodes, query_bundle, query) as finish:
-            return finish(reranker.rerank(query, texts, ids=[n.node.node_id for n in nodes]))
+        with self._reranking(listed, query_bundle, query) as finish:
+            return finish(reranker.rerank(query, texts, ids=[n.node.node_id for n in listed]))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)
+        listed, query, texts = self._prepare(nodes, query_bundle)
         reranker = self.reranker()
-        with self._reranking(nodes, query_bundle, query) as finish:
-            return finish(await reranker.arerank(query, texts, ids=[n.node.node_id for n in nodes]))
+        with self._reranking(listed, query_bundle, query) as finish:
+            return finish(await reranker.arerank(query, texts, ids=[n.node.node_id for n in listed]))

@@ -89,6 +89,14 @@ class AdapterContract:
         assert self.run(adapter, [], QUERY) == []
         assert asyncio.run(self.arun(adapter, [], QUERY)) == []
 
+    def test_a_generator_of_items_is_read_once_and_ranked_like_a_list(self, tiny_model_dir: str) -> None:
+        adapter = self.make(model=tiny_model_dir, top_n=3)
+        from_list = self.run(adapter, self.items(TEXTS), QUERY)
+        from_generator = self.run(adapter, (item for item in self.items(TEXTS)), QUERY)
+        from_async = asyncio.run(self.arun(adapter, iter(self.items(TEXTS)), QUERY))
+        assert [self.metadata(o) for o in from_generator] == [self.metadata(o) for o in from_list]
+        assert [self.metadata(o) for o in from_async] == [self.metadata(o) for o in from_list]
+
     def test_empty_query_raises_value_error(self, fake_scorer: FakeScorer) -> None:
         with pytest.raises(ValueError, match="query is empty"):
             self.run(self.make(scorer=fake_scorer), self.items(["a"]), "  ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from test_evaluation import write_dataset
 
 from ce_rerank import DEFAULT_MODEL
 from ce_rerank.workflows.cli import main, read_documents
+from ce_rerank.workflows.cli._common import _Moved
+from ce_rerank.workflows.cli._demo import _first_sentence, _moved_line, describe_model
 
 pytest.importorskip("pytrec_eval")
 pytest.importorskip("bm25s")
@@ -185,12 +188,15 @@ def test_rerank_in_process_shows_order_scores_and_what_moved(
 def test_eval_end_to_end_writes_metrics_runs_and_plot(tmp_path: Path, tiny_model_dir: str) -> None:
     data = write_dataset(tmp_path / "tiny")
     out = tmp_path / "out"
-    proc = cli("eval", str(data), "--model", tiny_model_dir, "--device", "cpu", "--top-n", "5", "--output", str(out))
+    proc = cli(
+        "eval", str(data), "--model", tiny_model_dir, "--device", "cpu", "--candidates", "5", "--output", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["first_stage", "reranked", "queries", "model", "top_n"]
+    assert list(metrics) == ["first_stage", "reranked", "queries", "model", "candidates", "top_n"]
     assert list(metrics["first_stage"]) == ["ndcg@10", "mrr@10", "recall@100", "map"]
-    assert (metrics["queries"], metrics["model"], metrics["top_n"]) == (3, tiny_model_dir, 5)
+    assert (metrics["queries"], metrics["model"], metrics["candidates"]) == (3, tiny_model_dir, 5)
+    assert "deprecated" not in proc.stderr
     for name in ("first_stage.run", "reranked.run"):
         first = (out / name).read_text().splitlines()[0].split()
         assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
@@ -303,3 +309,124 @@ def test_demo_with_your_own_query_and_a_dense_first_stage(
 def test_demo_refuses_an_unknown_first_stage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--first-stage", "bm25:x"]) == 2
     assert_one_line_error(capsys.readouterr().err, "unknown first stage 'bm25:x': use bm25 or dense:MODEL")
+
+
+# -- output paths, flag names, threads, the demo's model line ------------------------------------------
+
+
+def test_eval_into_an_existing_file_fails_at_once_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_dataset(tmp_path / "tiny")
+    existing = tmp_path / "README.md"
+    existing.write_text("keep me")
+    # The model does not exist: the output is refused before the model is even looked at.
+    assert main(["eval", str(data), "--model", str(tmp_path / "no-model"), "--output", str(existing)]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err,
+        f"ce-rerank eval: error: the output directory {str(existing)!r} is a file: give a folder (it is created "
+        "if missing) for metrics.json, first_stage.run, reranked.run, per_query.tsv, ndcg10_per_query.png",
+    )
+    assert existing.read_text() == "keep me"
+
+
+def test_eval_top_n_still_works_with_a_deprecation_warning_on_stderr(
+    tmp_path: Path, tiny_model_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(write_dataset(tmp_path / "tiny"))
+    common = ["eval", data, "--model", tiny_model_dir, "--device", "cpu", "--no-progress"]
+    assert main([*common, "--top-n", "2", "--output", str(tmp_path / "old")]) == 0
+    captured = capsys.readouterr()
+    assert "ce-rerank eval: warning: --top-n is deprecated here; use --candidates N" in captured.err
+    assert main([*common, "--candidates", "2", "--output", str(tmp_path / "new")]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    old, new = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("old", "new"))
+    assert old == new and new["candidates"] == 2
+    assert main([*common, "--candidates", "2", "--top-n", "3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--candidates 2 and --top-n 3 disagree: give --candidates only")
+
+
+@pytest.mark.parametrize("command", ["eval", "rerank", "demo"])
+def test_threads_flag_is_offered_by_eval_rerank_and_demo(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--threads N" in capsys.readouterr().out
+
+
+def test_threads_sets_torchs_thread_count_before_the_model_runs(
+    tmp_path: Path, tiny_model_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    docs = tmp_path / "d.txt"
+    docs.write_text("Paris is in France\nbananas\n")
+    try:
+        args = ["rerank", "--model", tiny_model_dir, "--device", "cpu", "--query", "France", "--docs", str(docs)]
+        assert main([*args, "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_rerank_given_a_file_as_the_model_says_it_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "d.txt"
+    docs.write_text("a\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# hello\n")
+    assert main(["rerank", "--model", str(readme), "--query", "q", "--docs", str(docs)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "it is a file, not a model directory")
+
+
+def test_the_moved_list_says_how_many_more_moved_than_it_shows() -> None:
+    moved = [_Moved(f"d{i}", i + 2, i + 1) for i in range(9)]
+    line = _moved_line(moved)
+    assert line.count("->") == 6 and line.endswith("; and 3 more")
+    assert _moved_line(moved[:6]).count("->") == 6 and "more" not in _moved_line(moved[:6])
+    assert _moved_line([]) == "nothing"
+
+
+def test_the_demo_says_what_the_model_is_from_its_card_and_that_quality_depends_on_it(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    from ce_rerank import CrossEncoderScorer
+
+    model = tmp_path / "with-card"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "README.md").write_text(
+        "---\nlicense: apache-2.0\n---\n# Cross-Encoder for MS Marco\n\n"
+        "This model (a MiniLM) was trained on the [MS Marco Passage Ranking](https://example.org/msmarco) task. "
+        "It reranks passages.\n"
+    )
+    ce = CrossEncoderScorer(str(model)).load().model
+    line = describe_model(str(model), ce)
+    assert line == (
+        f'model: {model} (BertForSequenceClassification, 2 layers, 1 output): "This model was trained on the '
+        'MS Marco Passage Ranking task" (README.md). Reranking quality depends on the model: one trained on text '
+        "unlike yours can rank worse than the first stage"
+    )
+    assert "\n" not in line
+    assert describe_model(tiny_model_dir, ce).startswith(
+        f"model: {tiny_model_dir} (BertForSequenceClassification, 2 layers, 1 output); no model card found. "
+    )
+
+
+def test_first_sentence_of_a_long_training_card_is_shortened() -> None:
+    card = "MiniLM-L6 cross-encoder (6 layers), fine-tuned on " + "many pairs, " * 30 + "done. More."
+    sentence = _first_sentence(card)
+    assert sentence.startswith("MiniLM-L6 cross-encoder, fine-tuned on many pairs") and sentence.endswith("…")
+    assert len(sentence) <= 140
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_the_readme_demo_with_the_general_model_shows_reranking_helping() -> None:
+    model = ROOT.parent / "shared" / "models" / "general-minilm-ce"
+    if not (model / "model.safetensors").exists():
+        pytest.skip("../shared/models/general-minilm-ce is not here")
+    proc = cli("demo", "--model", "../shared/models/general-minilm-ce", "--threads", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(TRAINING.md). Reranking quality depends on the model" in proc.stdout
+    ndcg = next(line for line in proc.stdout.splitlines() if line.strip().startswith("ndcg@10"))
+    before, after = (float(x) for x in ndcg.split()[1:4:2])
+    assert after > before + 0.05, ndcg
+    assert proc.stderr == ""

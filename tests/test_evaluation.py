@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import warnings
 from pathlib import Path
 
 import pytest
@@ -116,20 +115,42 @@ def test_recall_at_100_counts_only_the_first_100_documents() -> None:
     assert per_query["q1"]["recall@100"] == 0.5
 
 
-@pytest.mark.slow
-def test_metrics_equal_ranx_on_a_graded_fixture() -> None:
-    ranx = pytest.importorskip("ranx")
+def _reference(qrels: dict[str, int], scores: dict[str, float]) -> dict[str, float]:
+    """trec_eval's definitions, written out independently of pytrec_eval (distinct scores, no ties)."""
+    ranked = sorted(scores, key=lambda d: -scores[d])
+    relevant = {d for d, g in qrels.items() if g >= 1}
+    dcg = sum(qrels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sorted((g for g in qrels.values() if g >= 1), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    first = next((i + 1 for i, d in enumerate(ranked[:10]) if d in relevant), None)
+    hits, precisions = 0, []
+    for i, d in enumerate(ranked):
+        if d in relevant:
+            hits += 1
+            precisions.append(hits / (i + 1))
+    return {
+        "ndcg@10": dcg / idcg,
+        "mrr@10": 1 / first if first else 0.0,
+        "recall@100": len(relevant & set(ranked[:100])) / len(relevant),
+        "map": sum(precisions) / len(relevant),
+    }
+
+
+def test_metrics_equal_the_trec_eval_definitions_on_a_random_graded_fixture() -> None:
+    """Replaces a ranx cross-check that the dev install never ran (ranx is in the bench extra)."""
     import random
 
     rng = random.Random(7)
     docs = [f"d{i}" for i in range(150)]
     qrels = {f"q{q}": {d: rng.randint(1, 3) for d in rng.sample(docs, rng.randint(1, 12))} for q in range(20)}
+    for q in range(0, 20, 4):  # some judged documents the run never retrieves
+        qrels[f"q{q}"] |= {f"unretrieved{q}": 2}
     run = {f"q{q}": {d: rng.random() for d in rng.sample(docs, 120)} for q in range(20)}
-    ours, _ = evaluate_run(qrels, run)
-    with warnings.catch_warnings():  # numba's compile-time type-safety warnings, not ours
-        warnings.simplefilter("ignore")
-        theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), list(METRICS), make_comparable=True)
-    assert ours == pytest.approx({m: float(theirs[m]) for m in METRICS}, abs=1e-9)
+    means, per_query = evaluate_run(qrels, run)
+    expected = {q: _reference(qrels[q], run[q]) for q in qrels}
+    assert per_query == {q: pytest.approx(expected[q], abs=1e-9) for q in qrels}
+    assert means == pytest.approx({m: sum(v[m] for v in expected.values()) / 20 for m in METRICS}, abs=1e-12)
+    assert 0.0 < means["mrr@10"] < 1.0 and 0.0 < means["recall@100"] < 1.0  # the fixture is not degenerate
 
 
 def test_unknown_metric_is_refused() -> None:
@@ -310,7 +331,7 @@ def test_evaluate_end_to_end_with_a_real_model_writes_every_output(
 ) -> None:
     data = load_beir(dataset_dir)
     scorer = CrossEncoderScorer(tiny_model_dir, device="cpu")
-    result = evaluate_reranking(data, scorer, top_n=4)
+    result = evaluate_reranking(data, scorer, candidates=4)
     paths = result.save(tmp_path / "out")
     assert [p.name for p in paths] == [
         "metrics.json",
@@ -320,9 +341,11 @@ def test_evaluate_end_to_end_with_a_real_model_writes_every_output(
         "ndcg10_per_query.png",
     ]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert set(metrics) == {"first_stage", "reranked", "queries", "model", "top_n"}
+    assert metrics == result.metrics() == json.loads(result.metrics_json())
+    assert list(metrics) == ["first_stage", "reranked", "queries", "model", "candidates", "top_n"]
     assert set(metrics["first_stage"]) == set(metrics["reranked"]) == {"ndcg@10", "mrr@10", "recall@100", "map"}
-    assert metrics["queries"] == 3 and metrics["model"] == tiny_model_dir and metrics["top_n"] == 4
+    assert (metrics["queries"], metrics["model"], metrics["candidates"], metrics["top_n"]) == (3, tiny_model_dir, 4, 4)
+    assert (tmp_path / "out" / "metrics.json").read_text() == result.metrics_json() + "\n"
     # The written runs reproduce the reported metrics.
     for name, key in (("first_stage.run", "first_stage"), ("reranked.run", "reranked")):
         means, _ = evaluate_run(data.qrels, read_trec_run(tmp_path / "out" / name), query_ids=data.judged_queries)
@@ -413,6 +436,56 @@ def test_rerank_run_with_fusion_follows_the_fused_order_not_the_raw_scores(datas
     # The cross-encoder alone puts banana first; fused with the retriever's order, apple (1st, 2nd) wins:
     # apple 1/61 + 1/62, banana 1/63 + 1/61, snake 1/62 + 1/63.
     table = {data.corpus["banana"]: 5.0, data.corpus["apple"]: 4.0, data.corpus["snake"]: -1.0}
-    out = rerank_run(data, run, Reranker(FakeScorer(table), top_n=None, fusion="rrf"), top_n=3)
+    out = rerank_run(data, run, Reranker(FakeScorer(table), top_n=None, fusion="rrf"), candidates=3)
     assert order(out["q-fruit"]) == ["apple", "banana", "snake"]
     assert out["q-fruit"]["apple"] == pytest.approx(1 / 61 + 1 / 62)
+
+
+# -- the result's API and where it is written ---------------------------------------------------
+
+
+def test_metrics_json_is_json_text_and_metrics_the_dict(dataset_dir: Path) -> None:
+    result = evaluate_reranking(load_beir(dataset_dir), FakeScorer(), candidates=3)
+    text = result.metrics_json()
+    assert isinstance(text, str) and json.loads(text) == result.metrics()
+    assert result.metrics()["reranked"] == result.reranked and result.metrics()["candidates"] == 3
+    assert json.loads(result.metrics_json(indent=None)) == result.metrics()
+
+
+def test_top_n_is_still_accepted_as_the_old_name_of_candidates(dataset_dir: Path) -> None:
+    data = load_beir(dataset_dir)
+    old = evaluate_reranking(data, FakeScorer(), top_n=2)
+    new = evaluate_reranking(data, FakeScorer(), candidates=2)
+    assert (old.candidates, old.top_n) == (2, 2)
+    assert old.reranked_run == new.reranked_run
+    with pytest.raises(ValueError, match="candidates=2 and top_n=3 disagree"):
+        evaluate_reranking(data, FakeScorer(), candidates=2, top_n=3)
+    with pytest.raises(ValueError, match="top_n must be an integer >= 1, got 0"):
+        rerank_run(data, {}, FakeScorer(), top_n=0)
+    with pytest.raises(ValueError, match="candidates must be an integer >= 1, got 0"):
+        rerank_run(data, {}, FakeScorer(), candidates=0)
+
+
+def test_check_output_dir_refuses_a_file_before_any_work(tmp_path: Path) -> None:
+    from ce_rerank.evaluation import check_output_dir
+
+    existing = tmp_path / "README.md"
+    existing.write_text("keep me")
+    with pytest.raises(DatasetError, match=r"the output directory '.*README\.md' is a file: give a folder"):
+        check_output_dir(existing)
+    with pytest.raises(DatasetError, match=r"cannot be created: '.*README\.md' is a file"):
+        check_output_dir(existing / "sub")
+    (tmp_path / "out" / "metrics.json").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"the output file '.*metrics\.json' is a directory"):
+        check_output_dir(tmp_path / "out")
+    assert check_output_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    assert existing.read_text() == "keep me"
+
+
+def test_save_into_a_file_raises_our_error_not_file_exists_error(dataset_dir: Path, tmp_path: Path) -> None:
+    result = evaluate_reranking(load_beir(dataset_dir), FakeScorer(), candidates=3)
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    with pytest.raises(DatasetError, match="is a file: give a folder"):
+        result.save(target)

@@ -175,3 +175,9 @@ def test_in_a_query_engine_over_a_real_vector_store_index(tiny_model_dir: str) -
     assert [n.node.node_id for n in engine2.query(QueryBundle(QUERY)).source_nodes] == [
         n.node.node_id for n in expected
     ]
+
+
+def test_something_that_is_not_iterable_is_refused_with_our_message(fake_scorer: Any) -> None:
+    message = r"^nodes must be an iterable of NodeWithScore \(a list, a generator\), got int$"
+    with pytest.raises(TypeError, match=message):
+        CrossEncoderRerank(scorer=fake_scorer).postprocess_nodes(5, query_str=QUERY)  # type: ignore[arg-type]

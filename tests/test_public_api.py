@@ -38,7 +38,7 @@ CORE_API = [
     ("module", "expected"),
     [
         (ce_rerank, CORE_API),
-        (langchain_ce_rerank, ["CrossEncoderRerank", "RerankRetriever"]),
+        (langchain_ce_rerank, ["CrossEncoderRerank", "HuggingFaceCrossEncoder", "RerankRetriever"]),
         (llamaindex_ce_rerank, ["CrossEncoderRerank"]),
     ],
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..._local import DEFAULT_MODEL
 from ...exceptions import CeRerankError
-from ._common import EXIT_USAGE, PROG, UsageError, _add_model_flags, _positive_int
+from ._common import EXIT_USAGE, PROG, UsageError, _add_model_flags, _add_threads_flag, _positive_int
 from ._demo import _cmd_demo
 from ._eval import _cmd_eval
 from ._rerank import _cmd_rerank, read_documents
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval = sub.add_parser(
         "eval",
         help="measure NDCG@10, MRR@10, Recall@100 and MAP before and after reranking on a BEIR-layout dataset",
-        description="First stage (BM25, dense or a TREC run), rerank the top N with a cross-encoder, and compare "
-        "NDCG@10, MRR@10, Recall@100 and MAP (pytrec_eval) before and after. Needs pip install 'ce-rerank[eval]'.",
+        description="First stage (BM25, dense or a TREC run), rerank its best --candidates with a cross-encoder, "
+        "and compare NDCG@10, MRR@10, Recall@100 and MAP (pytrec_eval) before and after. Needs pip install "
+        "'ce-rerank[eval]'.",
     )
     p_eval.add_argument(
         "dataset", metavar="DATASET_DIR", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv"
@@ -53,7 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="bm25|dense:MODEL|run:FILE",
         help="the candidates: BM25 (bm25s), a sentence-transformers model, or a TREC run file (default bm25)",
     )
-    p_eval.add_argument("--top-n", type=_positive_int, default=100, help="candidates reranked per query (default 100)")
+    p_eval.add_argument(
+        "--candidates",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="candidates reranked per query (default 100)",
+    )
+    p_eval.add_argument(
+        "--top-n",
+        dest="deprecated_top_n",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="deprecated spelling of --candidates (in rerank, --top-n means results shown)",
+    )
     p_eval.add_argument(
         "--output",
         metavar="DIR",
@@ -71,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_eval.add_argument("--split", default="test", help="qrels file to use: qrels/<split>.tsv (default test)")
     p_eval.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_flag(p_eval)
     p_eval.set_defaults(func=_cmd_eval)
 
     p_rerank = sub.add_parser(
@@ -83,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p_rerank, default_model=None)
     p_rerank.add_argument("--query", required=True, help="the query to rerank against")
     p_rerank.add_argument("--docs", required=True, metavar="FILE", help="JSONL or one text per line; - for stdin")
-    p_rerank.add_argument("--top-n", type=_positive_int, default=None, help="show only the best N (default all)")
+    p_rerank.add_argument(
+        "--top-n", type=_positive_int, default=None, metavar="N", help="keep and show only the best N (default all)"
+    )
     p_rerank.add_argument("--json", action="store_true", help="machine-readable output (one JSON object)")
+    _add_threads_flag(p_rerank)
     p_rerank.set_defaults(func=_cmd_rerank)
 
     p_demo = sub.add_parser(
@@ -97,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p_demo, default_model=DEFAULT_MODEL)
     p_demo.add_argument("--query", help="your own question (default: the demo's seven questions)")
     p_demo.add_argument("--first-stage", default="bm25", metavar="bm25|dense:MODEL", help="first stage (default bm25)")
-    p_demo.add_argument("--candidates", type=_positive_int, default=10, help="candidates reranked (default 10)")
-    p_demo.add_argument("--show", type=_positive_int, default=3, help="results shown per list (default 3)")
+    p_demo.add_argument(
+        "--candidates", type=_positive_int, default=10, metavar="N", help="candidates reranked per query (default 10)"
+    )
+    p_demo.add_argument("--show", type=_positive_int, default=3, metavar="N", help="results shown per list (default 3)")
+    _add_threads_flag(p_demo)
     p_demo.set_defaults(func=_cmd_demo)
     return parser
 

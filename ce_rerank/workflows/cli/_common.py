@@ -37,6 +37,11 @@ def _scorer(args: argparse.Namespace) -> Any:
     from ..._local import CrossEncoderScorer
 
     _quiet_libraries()
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     scorer = CrossEncoderScorer(
         args.model,
         device=args.device,
@@ -95,6 +100,17 @@ def _add_model_flags(p: argparse.ArgumentParser, *, default_model: str | None) -
         type=_positive_int,
         default=None,
         help="most tokens of the query; a longer one is cut, with a warning (default: half the model window)",
+    )
+
+
+def _add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for the model (torch.set_num_threads); on a machine busy with other work, 1 can be "
+        "much faster than the default (one per core)",
     )
 
 

@@ -3,13 +3,93 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..._local import DEFAULT_MODEL
 from ...exceptions import ModelLoadError
 from ..evaluation._data import _require
-from ._common import DEMO_DIR, UsageError, _headline, _movements, _print_ranked, _scorer, _short
+from ._common import DEMO_DIR, UsageError, _headline, _Moved, _movements, _print_ranked, _scorer, _short
+
+MOVED_SHOWN = 6
+CARDS = ("README.md", "TRAINING.md")  # a Hugging Face model card; the training card of ../shared/models
+
+
+def _moved_line(moved: list[_Moved]) -> str:
+    if not moved:
+        return "nothing"
+    line = "; ".join(m.describe() for m in moved[:MOVED_SHOWN])
+    return line + (f"; and {len(moved) - MOVED_SHOWN} more" if len(moved) > MOVED_SHOWN else "")
+
+
+def describe_model(model: str, cross_encoder: Any) -> str:
+    """One line: what the model is (its config, and its card's first sentence where it has one), and
+    that what reranking buys depends on it."""
+    config = getattr(getattr(cross_encoder, "model", None), "config", None)
+    facts = []
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures:
+        facts.append(architectures[0])
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int):
+        facts.append(f"{layers} layers")
+    labels = getattr(cross_encoder, "num_labels", None)
+    if isinstance(labels, int):
+        facts.append(f"{labels} output{'s' if labels != 1 else ''}")
+    line = f"model: {model}" + (f" ({', '.join(facts)})" if facts else "")
+    card = _card_sentence(model)
+    line += f': "{card[1]}" ({card[0]})' if card else "; no model card found"
+    return (
+        line + ". Reranking quality depends on the model: one trained on text unlike yours can rank worse than "
+        "the first stage"
+    )
+
+
+def _card_sentence(model: str) -> tuple[str, str] | None:
+    """(card file name, its first sentence, shortened) for a local directory or a cached hub model."""
+    for name in CARDS:
+        path = _card_path(model, name)
+        if path is None:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        sentence = _first_sentence(text)
+        if sentence:
+            return name, sentence
+    return None
+
+
+def _card_path(model: str, name: str) -> Path | None:
+    local = Path(model).expanduser() / name
+    if local.is_file():
+        return local
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, name)
+    except Exception:  # not a hub id, or no readable cache: no card
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _first_sentence(card: str, width: int = 140) -> str:
+    """The card's first prose sentence: front matter, headings, badges and parentheses left out."""
+    card = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.S)
+    for block in re.split(r"\n\s*\n", card):
+        lines = [ln for ln in block.strip().splitlines() if not ln.lstrip().startswith(("#", "!", "<", "|", "```"))]
+        prose = " ".join(" ".join(lines).split())
+        prose = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", prose).replace("**", "").replace("`", "")  # Markdown
+        if len(prose) < 20:
+            continue
+        while re.search(r"\([^()]*\)", prose):
+            prose = re.sub(r"\s*\([^()]*\)", "", prose)
+        sentence = re.split(r"(?<=[.!?])\s", prose, maxsplit=1)[0].rstrip(".")
+        return sentence if len(sentence) <= width else sentence[: width - 1].rstrip(" ,;:") + "…"
+    return ""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -35,7 +115,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "(no network, or the hub is unreachable). Point --model at a local cross-encoder directory, "
                 "e.g. `ce-rerank demo --model path/to/model` (a folder with config.json, the weights and the "
                 "tokenizer files, as written by CrossEncoder.save_pretrained), or run once where the hub is "
-                "reachable so that the model is cached"
+                "reachable so that the model is cached. On a machine without network, set HF_HUB_OFFLINE=1 so "
+                "that nothing waits for the hub"
             ) from exc
         raise
 
@@ -59,6 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"ce-rerank demo: {len(data.corpus)} passages (ce_rerank/data/demo); first stage {first_name}, "
         f"top {args.candidates} reranked by {args.model}\n"
     )
+    out.write(describe_model(args.model, scorer.load().model) + "\n")
     labels = {2: "answer", 1: "helps"}
     for qid, text in queries.items():
         ids = ev.ranked_ids(run[qid])
@@ -78,7 +160,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _print_ranked(out, ids, texts, ranked[: args.show], marks=marks)
         out.write(f"  {_headline(ids, ranked, first_name)}\n")
         moved = _movements(ids, ranked)
-        out.write("  moved: " + ("; ".join(m.describe() for m in moved[:6]) if moved else "nothing") + "\n")
+        out.write(f"  moved: {_moved_line(moved)}\n")
     if qrels:
         qids = list(queries)
         before, _ = ev.evaluate_run(qrels, run, query_ids=qids)

@@ -16,6 +16,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .. import evaluation as ev
 
     # Check everything cheap before loading the model and running the first stage.
+    if args.output is not None:
+        try:
+            ev.check_output_dir(args.output)
+        except ev.DatasetError as exc:
+            raise UsageError(str(exc)) from None
+    candidates = _candidates(args)
     data = ev.load_beir(args.dataset, split=args.split)
     kind, _, arg = args.first_stage.partition(":")
     if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
@@ -35,7 +41,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         data,
         reranker,
         first_stage=args.first_stage,
-        top_n=args.top_n,
+        candidates=candidates,
         max_queries=args.max_queries,
         progress=not args.no_progress,
     )
@@ -46,6 +52,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _candidates(args: argparse.Namespace) -> int:
+    """``--candidates``, or the deprecated ``--top-n`` (with a warning on stderr), or 100."""
+    old = args.deprecated_top_n
+    if old is None:
+        return int(args.candidates or 100)
+    if args.candidates is not None and args.candidates != old:
+        raise UsageError(f"--candidates {args.candidates} and --top-n {old} disagree: give --candidates only")
+    sys.stderr.write(
+        "ce-rerank eval: warning: --top-n is deprecated here; use --candidates N (candidates reranked per query; "
+        "in ce-rerank rerank, --top-n means results shown)\n"
+    )
+    return int(old)
+
+
 def _print_metrics(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -54,7 +74,7 @@ def _print_metrics(result: Any) -> None:
 
     better, worse, same = result.changes("ndcg@10")
     table = Table(
-        title=f"{result.dataset}: {result.first_stage_name} -> rerank top {result.top_n} with {result.model} "
+        title=f"{result.dataset}: {result.first_stage_name} -> rerank top {result.candidates} with {result.model} "
         f"({result.queries} queries)",
         title_justify="left",
     )

@@ -34,15 +34,29 @@ def _progress() -> Any:
     )
 
 
+def _candidates(candidates: int | None, top_n: int | None) -> int:
+    """``candidates``, or ``top_n`` (its 0.1 name), or 100; both given must agree."""
+    if candidates is not None and top_n is not None and candidates != top_n:
+        raise ValueError(
+            f"candidates={candidates!r} and top_n={top_n!r} disagree: top_n is the old name of candidates, give one"
+        )
+    n = candidates if candidates is not None else top_n if top_n is not None else 100
+    name = "candidates" if candidates is not None or top_n is None else "top_n"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    return n
+
+
 def rerank_run(
     dataset: Dataset,
     run: Run,
     scorer: Scorer | Reranker,
     *,
-    top_n: int = 100,
+    candidates: int | None = None,
     progress: bool = False,
+    top_n: int | None = None,
 ) -> Run:
-    """Rerank the ``top_n`` best documents of each query of ``run``; the rest keep their order below.
+    """Rerank the ``candidates`` best documents of each query of ``run``; the rest keep their order below.
 
     Args:
         dataset: supplies query and document texts.
@@ -50,16 +64,16 @@ def rerank_run(
         scorer: a :class:`~ce_rerank.Scorer` (reranked with ``Reranker(scorer, top_n=None)``) or a
             ready :class:`~ce_rerank.Reranker` (candidates it drops follow the ones it keeps, in
             first-stage order).
-        top_n: how many candidates per query go to the scorer.
+        candidates: how many candidates per query go to the scorer (default 100).
         progress: show a progress bar on stderr (needs ``rich``).
+        top_n: the 0.1 name of ``candidates``, still accepted.
 
     Returns:
         A run whose scores order each query's documents: the reranked candidates carry the
         scorer's raw score (the fusion score when the reranker fuses), the rest lower scores in
         first-stage order.
     """
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise ValueError(f"top_n must be an integer >= 1, got {top_n!r}")
+    n = _candidates(candidates, top_n)
     reranker = scorer if isinstance(scorer, Reranker) else Reranker(scorer, top_n=None)
     missing = sorted({d for s in run.values() for d in s if d not in dataset.corpus})
     if missing:
@@ -81,7 +95,7 @@ def rerank_run(
     try:
         for qid, scores in run.items():
             order = ranked_ids(scores)
-            head, tail = order[:top_n], order[top_n:]
+            head, tail = order[:n], order[n:]
             ranked: list[RankedCandidate] = (
                 reranker.rerank(dataset.queries[qid], [dataset.corpus[d] for d in head], ids=head) if head else []
             )
@@ -111,6 +125,42 @@ def rerank_run(
     return out
 
 
+#: What :meth:`EvaluationResult.save` writes, in this order (the plot last, when asked for).
+OUTPUT_FILES = ("metrics.json", "first_stage.run", "reranked.run", "per_query.tsv", "ndcg10_per_query.png")
+
+
+def check_output_dir(output_dir: str | os.PathLike[str], *, plot: bool = True) -> Path:
+    """Check that :meth:`EvaluationResult.save` can write into ``output_dir``; nothing is created.
+
+    Call it before a long evaluation, so that a bad path fails in a second, not after the work.
+
+    Raises:
+        DatasetError: ``output_dir`` is a file, one of the files to write is a directory, or the
+            folder (or the nearest existing folder above it) cannot be written to.
+    """
+    out = Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(
+            f"the output directory {str(output_dir)!r} is a file: give a folder (it is created if missing) "
+            f"for {', '.join(OUTPUT_FILES[: 5 if plot else 4])}"
+        )
+    for name in OUTPUT_FILES[: 5 if plot else 4]:
+        if (out / name).is_dir():
+            raise DatasetError(
+                f"the output file {str(out / name)!r} is a directory: remove it or choose another output folder"
+            )
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DatasetError(f"the output directory {str(output_dir)!r} cannot be created: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DatasetError(
+            f"the output directory {str(output_dir)!r} cannot be written: no permission to write in {str(existing)!r}"
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class QueryResult:
     """One query's metrics before and after reranking."""
@@ -132,7 +182,7 @@ class EvaluationResult:
         dataset: the dataset's name.
         first_stage_name: ``bm25``, ``dense:MODEL`` or ``run:FILE``.
         model: the scorer's name.
-        top_n: candidates reranked per query.
+        candidates: candidates reranked per query (``top_n`` is its 0.1 name, still readable).
         first_stage: metric -> mean over the evaluated queries, before reranking.
         reranked: the same after reranking.
         per_query: each evaluated query's metrics before and after.
@@ -143,7 +193,7 @@ class EvaluationResult:
     dataset: str
     first_stage_name: str
     model: str
-    top_n: int
+    candidates: int
     first_stage: dict[str, float]
     reranked: dict[str, float]
     per_query: list[QueryResult]
@@ -155,15 +205,28 @@ class EvaluationResult:
         """How many queries the means are over."""
         return len(self.per_query)
 
-    def metrics_json(self) -> dict[str, Any]:
-        """The content of ``metrics.json``."""
+    @property
+    def top_n(self) -> int:
+        """The 0.1 name of :attr:`candidates` (candidates reranked per query, not results kept)."""
+        return self.candidates
+
+    def metrics(self) -> dict[str, Any]:
+        """The means before and after, and what they were measured on: the content of ``metrics.json``.
+
+        ``top_n`` repeats ``candidates`` for readers of 0.1's files.
+        """
         return {
             "first_stage": dict(self.first_stage),
             "reranked": dict(self.reranked),
             "queries": self.queries,
             "model": self.model,
-            "top_n": self.top_n,
+            "candidates": self.candidates,
+            "top_n": self.candidates,
         }
+
+    def metrics_json(self, *, indent: int | None = 2) -> str:
+        """:meth:`metrics` as JSON text, exactly as ``metrics.json`` holds it."""
+        return json.dumps(self.metrics(), indent=indent)
 
     def changes(self, metric: str = "ndcg@10") -> tuple[int, int, int]:
         """How many queries got better, worse, and stayed the same on ``metric``."""
@@ -174,10 +237,10 @@ class EvaluationResult:
     def save(self, output_dir: str | os.PathLike[str], *, plot: bool = True) -> list[Path]:
         """Write ``metrics.json``, ``first_stage.run``, ``reranked.run``, ``per_query.tsv`` and
         (with ``plot``) ``ndcg10_per_query.png`` into ``output_dir``; return the paths written."""
-        out = Path(output_dir).expanduser()
+        out = check_output_dir(output_dir, plot=plot)
         out.mkdir(parents=True, exist_ok=True)
-        written = [out / "metrics.json", out / "first_stage.run", out / "reranked.run", out / "per_query.tsv"]
-        written[0].write_text(json.dumps(self.metrics_json(), indent=2) + "\n", encoding="utf-8")
+        written = [out / name for name in OUTPUT_FILES[:4]]
+        written[0].write_text(self.metrics_json() + "\n", encoding="utf-8")
         write_trec_run(self.first_stage_run, written[1], tag=self.first_stage_name)
         write_trec_run(self.reranked_run, written[2], tag=f"{self.first_stage_name}+rerank")
         with written[3].open("w", encoding="utf-8", newline="") as fh:
@@ -192,7 +255,7 @@ class EvaluationResult:
                     ]
                 )
         if plot:
-            written.append(plot_per_query(self, out / "ndcg10_per_query.png"))
+            written.append(plot_per_query(self, out / OUTPUT_FILES[4]))
         return written
 
 
@@ -201,31 +264,33 @@ def evaluate_reranking(
     scorer: Scorer | Reranker,
     *,
     first_stage: str | Run = "bm25",
-    top_n: int = 100,
+    candidates: int | None = None,
     max_queries: int | None = None,
     progress: bool = False,
+    top_n: int | None = None,
 ) -> EvaluationResult:
-    """First stage, rerank the top ``top_n``, and metrics before and after, per query too.
+    """First stage, rerank the best ``candidates``, and metrics before and after, per query too.
 
     Args:
         dataset: from :func:`load_beir`.
         scorer: a :class:`~ce_rerank.Scorer` (e.g. ``CrossEncoderScorer``) or a ``Reranker``.
         first_stage: ``"bm25"``, ``"dense:MODEL"``, ``"run:FILE"``, or a ready :data:`Run`.
-        top_n: candidates reranked per query. The first stage retrieves ``max(top_n, 100)``, so
+        candidates: candidates reranked per query (default 100). The first stage retrieves
+            ``max(candidates, 100)``, so
             Recall@100 is that of the first stage; reranking the top 100 cannot change it.
         max_queries: evaluate only the first this many judged queries (file order).
         progress: progress bar on stderr.
+        top_n: the 0.1 name of ``candidates``, still accepted.
     """
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise ValueError(f"top_n must be an integer >= 1, got {top_n!r}")
+    n = _candidates(candidates, top_n)
     data = dataset.subset(max_queries)
-    depth = max(top_n, MIN_DEPTH)
+    depth = max(n, MIN_DEPTH)
     if isinstance(first_stage, str):
         label, run = first_stage_run(data, first_stage, top_k=depth)
     else:
         label, run = "run", _cut({q: s for q, s in first_stage.items() if q in data.queries}, depth)
     qids = data.judged_queries
-    reranked = rerank_run(data, run, scorer, top_n=top_n, progress=progress)
+    reranked = rerank_run(data, run, scorer, candidates=n, progress=progress)
     before, before_q = evaluate_run(data.qrels, run, query_ids=qids)
     after, after_q = evaluate_run(data.qrels, reranked, query_ids=qids)
     name = scorer.scorer.name if isinstance(scorer, Reranker) else scorer.name
@@ -233,7 +298,7 @@ def evaluate_reranking(
         dataset=data.name,
         first_stage_name=label,
         model=str(name),
-        top_n=top_n,
+        candidates=n,
         first_stage=before,
         reranked=after,
         per_query=[QueryResult(q, before_q[q], after_q[q]) for q in qids],
@@ -260,7 +325,7 @@ def plot_per_query(result: EvaluationResult, path: str | os.PathLike[str], *, me
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
         ax.set_xlabel(f"{metric.upper()} first stage ({result.first_stage_name})")
-        ax.set_ylabel(f"{metric.upper()} reranked (top {result.top_n})")
+        ax.set_ylabel(f"{metric.upper()} reranked (top {result.candidates})")
         ax.set_title(
             f"{result.dataset}: {result.queries} queries; better {better}, worse {worse}, same {same}\n"
             f"mean {result.first_stage[metric]:.3f} -> {result.reranked[metric]:.3f}",
