@@ -273,7 +273,7 @@ def _load(
     trust_remote_code: bool,
 ) -> Any:
     if backend in ("auto", "openvino"):
-        engine = _load_openvino(model, dtype, quantize, max_length, trust_remote_code)
+        engine = _load_openvino(model, dtype, quantize, max_length, trust_remote_code, fallback=backend == "auto")
         if engine is not None:
             return engine
         if backend == "openvino":
@@ -349,9 +349,10 @@ def _openvino_supported() -> tuple[str, ...]:
 
 
 def _load_openvino(
-    model: str, dtype: str, quantize: str, max_length: int | None, trust_remote_code: bool
+    model: str, dtype: str, quantize: str, max_length: int | None, trust_remote_code: bool, *, fallback: bool
 ) -> Any | None:
-    """The OpenVINO engine (from its disk cache, converting on the first start), or None for another architecture.
+    """The OpenVINO engine (from its disk cache, converting on the first start), or None for another
+    architecture (or, with ``fallback``, a failed conversion).
 
     The conversion loads the model through :func:`_load` on torch in float32, so it gets our exact rewrites.
     """
@@ -365,6 +366,7 @@ def _load_openvino(
         trust_remote_code=trust_remote_code,
         load_torch=lambda: _load(model, "cpu", "float32", "none", "torch", max_length, trust_remote_code),
         load_error=lambda exc: _load_error(model, exc, trust_remote_code=trust_remote_code),
+        fallback=fallback,
     )
 
 

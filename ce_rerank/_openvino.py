@@ -271,11 +271,17 @@ def load(
     trust_remote_code: bool,
     load_torch: Callable[[], Any],
     load_error: Callable[[BaseException], ModelLoadError],
+    fallback: bool = False,
 ) -> OpenVINOModel | None:
     """The compiled model from its cache entry, converting first when there is none (or it is unreadable).
 
-    ``load_torch`` loads the float32 torch model with our rewrites (the torch path's own loader);
-    returns None when the model is not a BERT-family sequence classifier (the caller decides).
+    ``load_torch`` loads the float32 torch model with our rewrites (the torch path's own loader).
+    Returns None when the model is not a BERT-family sequence classifier, and, with ``fallback``
+    (``backend="auto"``), when the conversion fails (logged as a warning): the caller runs torch.
+
+    Raises:
+        ModelLoadError: the model cannot be found or loaded, the cache folder cannot be written, or
+            (without ``fallback``) the conversion fails.
     """
     require()
     try:
@@ -294,15 +300,39 @@ def load(
             _discard(entry)
     from ._convert import convert
 
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(
+            model,
+            f"the OpenVINO cache folder {str(root)!r} cannot be created ({exc})",
+            f"set {CACHE_ENV} to a writable folder, or use backend='torch'",
+        ) from exc
+    torch_model = load_torch()  # ModelLoadError for a model that cannot be loaded, as on torch
     logger.info("converting %s to OpenVINO (once; cached in %s)", model, root)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     try:
-        convert(load_torch(), tmp, quantize=quantize)
+        convert(torch_model, tmp, quantize=quantize)
         try:
             os.rename(tmp, entry)
         except OSError:  # another process put the same entry in place first: theirs is as good
             if not (entry / "meta.json").is_file():
                 raise
+    except ImportError:
+        raise
+    except OSError as exc:
+        raise ModelLoadError(
+            model,
+            f"the converted model cannot be written to {str(root)!r} ({exc})",
+            f"set {CACHE_ENV} to a writable folder, or use backend='torch'",
+        ) from exc
+    except Exception as exc:
+        if fallback:
+            logger.warning("OpenVINO could not convert %s (%s: %s); scoring on torch", model, type(exc).__name__, exc)
+            return None
+        raise ModelLoadError(
+            model, f"OpenVINO could not convert it ({type(exc).__name__}: {exc})", "use backend='torch'"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return OpenVINOModel(entry, dtype=dtype, threads=threads())

@@ -361,3 +361,32 @@ def test_int8_keeps_a_trained_rerankers_order_on_clear_cases(
     # the answer stays first, clearly above the rest (float32: 2.1 against -3.8 here)
     assert exact[0] > max(exact[1:]) + 1
     assert int8[0] > max(int8[1:]) + 1, (int8, exact)
+
+
+def test_a_failed_conversion_runs_on_torch_under_auto_and_fails_clearly_on_openvino(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ce_rerank import _convert
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("an operation OpenVINO does not know")
+
+    monkeypatch.setenv(ov_engine.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
+    monkeypatch.setattr(_convert, "convert", broken)
+    with caplog.at_level("WARNING", logger="ce_rerank"):
+        auto = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_length=80)
+        assert auto.load().backend == "torch"
+    assert "OpenVINO could not convert" in caplog.text and "scoring on torch" in caplog.text
+    with pytest.raises(ModelLoadError, match=r"OpenVINO could not convert it \(RuntimeError: an operation"):
+        CrossEncoderScorer(tiny_model_dir, backend="openvino", dtype="float32", max_length=80).load()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_an_unwritable_cache_folder_names_the_setting(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(ov_engine.CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(ModelLoadError, match=f"set {ov_engine.CACHE_ENV} to a writable folder"):
+        CrossEncoderScorer(tiny_model_dir, backend="openvino", max_length=72).load()
