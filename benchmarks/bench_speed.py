@@ -12,8 +12,13 @@ calls ran 8x slower with 2 threads than with 1); on an idle machine use ``--thre
 
 Contenders (all on the WikiQA-trained MiniLM-L6 cross-encoder in ../shared/models, top 10 kept):
 
-- ``ours-langchain`` / ``ours-llamaindex``: our adapters with default settings;
-- ``ours-langchain-fp32``: our LangChain adapter forced to exact scores (``dtype="float32"``);
+- ``ours-langchain`` / ``ours-llamaindex`` / ``ours-core``: our adapters (and the core alone) with
+  default settings (``backend="auto"``: the OpenVINO engine, bfloat16 where the CPU has it);
+- ``ours-langchain-fp32``: our LangChain adapter forced to exact scores (``dtype="float32"``: what a
+  CPU without native bfloat16 runs by default);
+- ``ours-torch`` / ``ours-torch-fp32``: the LangChain adapter on the torch engine (``backend="torch"``,
+  the default before the OpenVINO engine), at the automatic precision and at float32;
+- ``ours-openvino-int8``: the LangChain adapter with ``quantize="int8"`` (NNCF static int8; opt-in);
 - ``langchain-classic``: ``CrossEncoderReranker(model=HuggingFaceCrossEncoder(...))``;
 - ``llamaindex-sbert``: ``SentenceTransformerRerank`` (llama-index-postprocessor-sbert-rerank);
 - ``st-rank``: sentence-transformers ``CrossEncoder.rank``;
@@ -54,7 +59,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _workloads as W
 
 TOP_N = 10
-OURS = ("ours-langchain", "ours-llamaindex", "ours-core", "ours-langchain-fp32")
+OURS = (
+    "ours-langchain",
+    "ours-llamaindex",
+    "ours-core",
+    "ours-langchain-fp32",
+    "ours-torch",
+    "ours-torch-fp32",
+    "ours-openvino-int8",
+)
+OURS_SETTINGS: dict[str, dict[str, str]] = {
+    "ours-langchain": {},
+    "ours-langchain-fp32": {"dtype": "float32"},
+    "ours-torch": {"backend": "torch"},
+    "ours-torch-fp32": {"backend": "torch", "dtype": "float32"},
+    "ours-openvino-int8": {"quantize": "int8"},
+}
 ALL = (*OURS, "langchain-classic", "llamaindex-sbert", "st-rank", "rerankers", "rerankers-bf16", "flashrank")
 PEERS = tuple(c for c in ALL if c not in OURS)
 PEER_DEFAULTS = ("langchain-classic", "llamaindex-sbert", "st-rank", "rerankers", "flashrank")
@@ -66,7 +86,7 @@ Runner = Callable[[str, list[str]], list[int]]  # (query, texts) -> input positi
 
 
 def build(name: str, model: str, workdir: str, threads: int) -> Runner:
-    if name in ("ours-langchain", "ours-langchain-fp32", "langchain-classic"):
+    if name in (*OURS_SETTINGS, "langchain-classic"):
         from langchain_core.documents import Document
 
         if name == "langchain-classic":
@@ -79,8 +99,7 @@ def build(name: str, model: str, workdir: str, threads: int) -> Runner:
         else:
             from langchain_ce_rerank import CrossEncoderRerank
 
-            extra = {"dtype": "float32"} if name.endswith("fp32") else {}
-            compressor = CrossEncoderRerank(model=model, top_n=TOP_N, **extra)
+            compressor = CrossEncoderRerank(model=model, top_n=TOP_N, **OURS_SETTINGS[name])
 
         def run_lc(query: str, texts: list[str], docs: Any = None) -> list[int]:
             out = compressor.compress_documents(docs, query)
@@ -189,11 +208,18 @@ def build_flashrank(model: str, workdir: str, threads: int) -> Runner:
     return run_fr
 
 
+# Our contenders on the OpenVINO engine: their workers never import torch (the model is converted
+# beforehand, see convert_first), so their peak RSS is what a serving process holds.
+TORCH_FREE = ("ours-langchain", "ours-llamaindex", "ours-core", "ours-langchain-fp32", "ours-openvino-int8")
+
+
 def worker(name: str, model: str, threads: int, workdir: str, conn: Any) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    import torch
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the OpenVINO engine follows without torch
+    if name not in TORCH_FREE:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     try:
         run = build(name, model, workdir, threads)
         prepare = getattr(run, "prepare", lambda texts: None)
@@ -216,6 +242,26 @@ def worker(name: str, model: str, threads: int, workdir: str, conn: Any) -> None
         start = time.perf_counter()
         top = run(query, texts, docs)
         conn.send(("done", time.perf_counter() - start, top))
+
+
+def convert_first(model: str, contenders: list[str], threads: int) -> dict[str, float]:
+    """Convert (or find in the cache) the OpenVINO models our contenders use, each in a new process.
+
+    Returns the seconds each took: the first-start cost when the cache was empty, else a cached start.
+    """
+    seconds = {}
+    for name, settings in (("default", {}), ("int8", {"quantize": "int8"})):
+        if name == "int8" and "ours-openvino-int8" not in contenders:
+            continue
+        script = (
+            "from ce_rerank import CrossEncoderScorer as S\n"
+            f"S({model!r}, **{settings!r}).score('warm up', ['a short passage'])"
+        )
+        start = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-c", script], check=True, env=env)
+        seconds[name] = time.perf_counter() - start
+    return seconds
 
 
 def rss_kb() -> int:
@@ -247,6 +293,8 @@ def machine() -> dict[str, Any]:
     versions = {}
     for pkg in (
         "torch",
+        "openvino",
+        "nncf",
         "sentence-transformers",
         "transformers",
         "onnxruntime",
@@ -302,6 +350,9 @@ def main() -> None:
         "workloads": {},
     }
     print(f"machine: {result['machine']}\nload at start: {result['uptime_start']}", flush=True)
+    if any(c in TORCH_FREE for c in contenders):
+        result["openvino_first_start_s"] = convert_first(str(W.MODEL), contenders, args.threads)
+        print(f"OpenVINO models ready: {result['openvino_first_start_s']}", flush=True)
     ctx = mp.get_context("spawn")
     workdir = tempfile.mkdtemp(prefix="ce-rerank-bench-")
     procs, conns, base_rss = {}, {}, {}

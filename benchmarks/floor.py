@@ -13,7 +13,11 @@ Two floors per workload and precision:
   measured rate of torch's fused attention (``scaled_dot_product_attention``, the kernel
   transformers uses) on a representative shape with a padding mask.
 
-    OMP_NUM_THREADS=1 python benchmarks/floor.py [--threads 1] [--workloads retrieval-100,wikiqa]
+``--engine openvino`` measures the same two kernels compiled by OpenVINO's CPU plugin (a MatMul
+and a ScaledDotProductAttention op, f32 or bf16 inference precision, the thread count given):
+the floor of the OpenVINO engine, which ``backend="auto"`` runs.
+
+    OMP_NUM_THREADS=1 python benchmarks/floor.py [--threads 1] [--engine torch|openvino] [--workloads ...]
 """
 
 from __future__ import annotations
@@ -70,20 +74,59 @@ def rates(dtype: str) -> tuple[float, float]:
     return mm, att
 
 
+def openvino_rates(dtype: str, threads: int) -> tuple[float, float]:
+    """(matmul GFLOP/s, fused attention GFLOP/s) of OpenVINO's CPU plugin at ``dtype`` inference precision."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bfloat16" else "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, HIDDEN), dtype=np.float32)
+    x = ops.parameter([2048, HIDDEN], ov.Type.f32)
+    w = ops.constant(rng.standard_normal((HIDDEN, 4 * HIDDEN), dtype=np.float32))
+    mm_model = core.compile_model(ov.Model([ops.matmul(x, w, False, False)], [x]), "CPU", config)
+    mm_request = mm_model.create_infer_request()
+    batch, length, head = 8, 256, HIDDEN // HEADS
+    q, k, v = (rng.standard_normal((batch, HEADS, length, head), dtype=np.float32) for _ in range(3))
+    mask = np.zeros((batch, 1, 1, length), dtype=np.float32)
+    mask[: batch // 2, ..., length - 16 :] = -np.inf  # some padding, as in a length-sorted batch
+    params = [ops.parameter(list(t.shape), ov.Type.f32) for t in (q, k, v, mask)]
+    att_model = core.compile_model(
+        ov.Model([ops.scaled_dot_product_attention(*params, causal=False)], params), "CPU", config
+    )
+    att_request = att_model.create_infer_request()
+    mm = best_rate(lambda: mm_request.infer([a]), 2 * a.shape[0] * a.shape[1] * 4 * HIDDEN)
+    att = best_rate(lambda: att_request.infer([q, k, v, mask]), 4 * batch * HEADS * length**2 * head)
+    return mm, att
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workloads", default="retrieval-100,retrieval-1000,wikiqa")
     ap.add_argument("--queries", default="wikiqa=10,retrieval-100=2,retrieval-1000=1")
+    ap.add_argument("--engine", choices=["torch", "openvino"], default="torch")
     args = ap.parse_args()
     import torch
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(str(W.MODEL))
-    measured = {d: rates(d) for d in ("float32", "bfloat16")}
+    if args.engine == "openvino":
+        measured = {d: openvino_rates(d, args.threads) for d in ("float32", "bfloat16")}
+    else:
+        measured = {d: rates(d) for d in ("float32", "bfloat16")}
     for d, (mm, att) in measured.items():
-        print(f"{d} ({args.threads} thread(s), best burst): matmul {mm:.0f} GFLOP/s, fused attention {att:.0f} GFLOP/s")
+        print(
+            f"{args.engine} {d} ({args.threads} thread(s), best burst): matmul {mm:.0f} GFLOP/s, "
+            f"fused attention {att:.0f} GFLOP/s"
+        )
     n_queries = dict((k, int(v)) for k, v in (x.split("=") for x in args.queries.split(",")))
     for w in args.workloads.split(","):
         calls = W.WORKLOADS[w][0](n_queries.get(w, 1))

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -40,13 +41,19 @@ DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 LongText = Literal["window", "truncate"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Quantize = Literal["auto", "none", "int8"]
-Backend = Literal["torch", "onnx", "openvino"]
+Backend = Literal["auto", "torch", "onnx", "openvino"]
 
 
 def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"``: cuda, then mps, then cpu. Anything else is passed through."""
+    """``None``/``"auto"``: cuda, then mps, then cpu. Anything else is passed through.
+
+    A CPU-only torch build answers "cpu" without importing torch (read from its version file), so
+    that a process serving a cached OpenVINO model never loads torch.
+    """
     if device not in (None, "auto"):
         return str(device)
+    if "torch" not in sys.modules and _cpu_only_torch():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -55,6 +62,46 @@ def resolve_device(device: str | None) -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _cpu_only_torch() -> bool:
+    """Whether the installed torch is a CPU-only build (no CUDA, no ROCm; not macOS, which may have MPS)."""
+    import importlib.util
+
+    if sys.platform == "darwin":
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = open(os.path.join(next(iter(spec.submodule_search_locations)), "version.py"), encoding="utf-8").read()
+    except OSError:
+        return False
+    found = dict(re.findall(r"^(cuda|hip)\b[^=]*=\s*(.+?)\s*$", text, flags=re.M))
+    return found.get("cuda") == "None" and found.get("hip") == "None"
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """``auto``: OpenVINO when it is installed and the device is the CPU, torch otherwise.
+
+    ``auto`` falls back to torch at load time for a model the OpenVINO engine does not convert
+    (anything but a BERT-family sequence classifier). ``"openvino"`` without the extra installed
+    raises an ImportError naming it.
+    """
+    if backend not in ("auto", "torch", "onnx", "openvino"):
+        raise ValueError(f"backend must be 'auto', 'torch', 'onnx' or 'openvino', got {backend!r}")
+    on_cpu = device.split(":", 1)[0] == "cpu"
+    from . import _openvino
+
+    if backend == "auto":
+        return "auto" if on_cpu and _openvino.available() else "torch"
+    if backend == "openvino":
+        _openvino.require()
+        if not on_cpu:
+            raise ValueError(
+                f"backend='openvino' runs on the CPU (device is {device!r}); use device='cpu' or backend='torch'"
+            )
+    return backend
 
 
 def native_bfloat16() -> bool:
@@ -75,20 +122,28 @@ def native_bfloat16() -> bool:
     return False
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
+def resolve_dtype(dtype: str, device: str, backend: str = "torch") -> str:
     """``auto``: the fastest precision that passed the fidelity gate (benchmarks/fidelity.py).
 
-    float16 on CUDA; bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX),
-    where it ran 1.7-1.8x faster than float32 with NDCG@10 within 0.005 of it; exact float32
-    everywhere else. ``"float32"`` forces exact scores (identical to ``CrossEncoder.predict``).
+    float16 on CUDA; bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX): autocast on
+    torch, where it ran 1.7-1.8x faster than float32 with NDCG@10 within 0.005 of it, bfloat16
+    inference precision on OpenVINO (whose CPU plugin is asked about bfloat16, so torch is not
+    imported); exact float32 everywhere else. ``"float32"`` forces exact scores (identical to
+    ``CrossEncoder.predict``) on either engine.
     """
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got {dtype!r}")
     if dtype == "auto":
         if device.startswith("cuda"):
             return "float16"
-        if device.split(":", 1)[0] == "cpu" and native_bfloat16():
-            return "bfloat16"
+        if device.split(":", 1)[0] == "cpu":
+            if backend in ("auto", "openvino"):
+                from ._openvino import native_bfloat16 as openvino_bfloat16
+
+                if openvino_bfloat16():
+                    return "bfloat16"
+            elif native_bfloat16():
+                return "bfloat16"
         return "float32"
     if dtype == "float16" and not device.startswith("cuda"):
         raise ValueError(f"dtype='float16' needs a CUDA device (device is {device!r}); use dtype='bfloat16' on CPU")
@@ -96,18 +151,20 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def resolve_quantize(quantize: str, dtype: str, device: str, backend: str) -> str:
-    """``auto``: no quantisation. int8 dynamic quantisation failed the fidelity gate on WikiQA
-    (NDCG@10 -0.052 against float32; Cranfield -0.0085: benchmarks/README.md), so it is never picked for you;
-    ``"int8"`` asks for it (CPU, torch backend, float32 activations) where speed matters more.
+    """``auto``: no quantisation. Neither int8 path passed the fidelity gate (benchmarks/README.md): torch
+    dynamic int8 moved WikiQA NDCG@10 by -0.052 against float32, OpenVINO static int8 (NNCF) kept NDCG@10
+    but not the order (median Kendall tau below 0.98), so neither is picked for you. ``"int8"`` asks for
+    it where speed matters more: NNCF static int8 on the OpenVINO engine (``backend="auto"``/``"openvino"``),
+    torch dynamic int8 with ``backend="torch"``; CPU, float32 outside the int8 products.
     """
     if quantize not in ("auto", "none", "int8"):
         raise ValueError(f"quantize must be one of 'auto', 'none', 'int8', got {quantize!r}")
     if quantize != "int8":
         return "none"
-    if backend != "torch" or device.split(":", 1)[0] != "cpu":
+    if backend not in ("auto", "torch", "openvino") or device.split(":", 1)[0] != "cpu":
         raise ValueError(
-            f"quantize='int8' runs on the CPU with the torch backend (device is {device!r}, backend {backend!r}); "
-            "use device='cpu', backend='torch', or quantize='none'"
+            f"quantize='int8' runs on the CPU with the OpenVINO or torch engine (device is {device!r}, "
+            f"backend {backend!r}); use device='cpu', backend='openvino' or 'torch', or quantize='none'"
         )
     if dtype not in ("auto", "float32"):
         raise ValueError(
@@ -127,9 +184,15 @@ class _LoadedModel:
     max_length: int
     num_labels: int
     lock: threading.Lock
+    backend: str = "torch"
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer the planning calls (a transformers tokenizer here; ``tokenizers`` on OpenVINO)."""
+        return self.model.tokenizer
 
 
-_registry: dict[tuple[Any, ...], _LoadedModel] = {}
+_registry: dict[tuple[Any, ...], Any] = {}  # _LoadedModel, or _openvino.OpenVINOModel
 _registry_lock = threading.Lock()
 _key_locks: dict[tuple[Any, ...], threading.Lock] = {}
 
@@ -186,7 +249,7 @@ class _ScoreCache:
 _score_caches: dict[tuple[Any, ...], _ScoreCache] = {}
 
 
-def _get_model(key: tuple[Any, ...]) -> _LoadedModel:
+def _get_model(key: tuple[Any, ...]) -> Any:
     with _registry_lock:
         hit = _registry.get(key)
         if hit is not None:
@@ -210,7 +273,19 @@ def _load(
     backend: str,
     max_length: int | None,
     trust_remote_code: bool,
-) -> _LoadedModel:
+) -> Any:
+    if backend in ("auto", "openvino"):
+        engine = _load_openvino(model, dtype, quantize, max_length, trust_remote_code, fallback=backend == "auto")
+        if engine is not None:
+            return engine
+        if backend == "openvino":
+            raise ModelLoadError(
+                model,
+                "backend='openvino' converts BERT-family sequence classifiers "
+                f"({', '.join(_openvino_supported())}); this model is another architecture",
+                "use backend='torch' (or backend='auto', which picks torch for it)",
+            )
+        backend = "torch"  # auto: what OpenVINO does not convert runs on torch
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as exc:  # pragma: no cover - a hard dependency
@@ -270,6 +345,34 @@ def _load(
             store_linears_in(ce.model, dtype)
     return _LoadedModel(
         model=ce, device=device, dtype=dtype, max_length=effective, num_labels=num_labels, lock=threading.Lock()
+    )
+
+
+def _openvino_supported() -> tuple[str, ...]:
+    from ._openvino import SUPPORTED
+
+    return SUPPORTED
+
+
+def _load_openvino(
+    model: str, dtype: str, quantize: str, max_length: int | None, trust_remote_code: bool, *, fallback: bool
+) -> Any | None:
+    """The OpenVINO engine (from its disk cache, converting on the first start), or None for another
+    architecture (or, with ``fallback``, a failed conversion).
+
+    The conversion loads the model through :func:`_load` on torch in float32, so it gets our exact rewrites.
+    """
+    from . import _openvino
+
+    return _openvino.load(
+        model,
+        dtype=dtype,
+        quantize=quantize,
+        max_length=max_length,
+        trust_remote_code=trust_remote_code,
+        load_torch=lambda: _load(model, "cpu", "float32", "none", "torch", max_length, trust_remote_code),
+        load_error=lambda exc: _load_error(model, exc, trust_remote_code=trust_remote_code),
+        fallback=fallback,
     )
 
 
@@ -338,11 +441,19 @@ class CrossEncoderScorer:
         window_stride: tokens between window starts; default half a window.
         max_windows: most windows per text; past it the windows are spread evenly over the
             whole text (gaps between them) and a ``WindowCapWarning`` is issued.
-        quantize: ``"auto"`` (default) and ``"none"``: no quantisation. ``"int8"``: torch dynamic
-            int8 quantisation of every linear layer (CPU, float32 activations): 2.0-2.5x faster
-            than float32 here but it failed the fidelity gate on WikiQA (NDCG@10 -0.052), so
-            ``auto`` never picks it; use it only where speed matters more than ranking quality.
-        backend: sentence-transformers backend: ``"torch"``, ``"onnx"`` or ``"openvino"``.
+        quantize: ``"auto"`` (default) and ``"none"``: no quantisation. ``"int8"``: on OpenVINO,
+            NNCF static int8 calibrated on the demo pairs shipped with the package; on torch
+            (``backend="torch"``), dynamic int8 of every linear layer (2.0-2.5x faster than float32
+            here, but WikiQA NDCG@10 -0.052). Neither passed the fidelity gate, so ``auto`` never
+            picks int8; use it only where speed matters more than ranking quality.
+        backend: the engine. ``"auto"`` (default): OpenVINO when the ``openvino`` extra is installed and
+            the device is the CPU (for BERT-family sequence classifiers; any other model runs on torch),
+            torch otherwise (CUDA keeps torch float16). ``"openvino"``: the torch model after our exact
+            rewrites, converted once by OpenVINO and cached on disk (``$CE_RERANK_CACHE_DIR``, default
+            ``~/.cache/ce-rerank``); later starts import neither torch nor sentence-transformers.
+            Same pairs, windows and batches as torch; float32 gives torch's float32 logits.
+            ``"torch"``: sentence-transformers on torch. ``"onnx"``: sentence-transformers' ONNX
+            backend (needs Hugging Face Optimum).
         trust_remote_code: run code shipped with the model; off unless you ask.
         prompt: the instruction for instruction-following rerankers, passed as
             ``CrossEncoder.predict(prompt=...)`` passes it: a chat-template (LLM) reranker gets it as
@@ -380,7 +491,7 @@ class CrossEncoderScorer:
         window_stride: int | None = None,
         max_windows: int = 64,
         quantize: Quantize = "auto",
-        backend: Backend = "torch",
+        backend: Backend = "auto",
         trust_remote_code: bool = False,
         cache_size: int = 0,
         prompt: str | None = None,
@@ -418,12 +529,11 @@ class CrossEncoderScorer:
             )
         if long_text not in ("window", "truncate"):
             raise ValueError(f"long_text must be 'window' or 'truncate', got {long_text!r}")
-        if backend not in ("torch", "onnx", "openvino"):
-            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
         self.model_name = model
         self.device = resolve_device(device)
+        backend = resolve_backend(backend, self.device)  # type: ignore[assignment]
         self.quantize = resolve_quantize(quantize, dtype, self.device, backend)
-        self.dtype = "float32" if self.quantize == "int8" else resolve_dtype(dtype, self.device)
+        self.dtype = "float32" if self.quantize == "int8" else resolve_dtype(dtype, self.device, backend)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_length = max_length
@@ -442,7 +552,7 @@ class CrossEncoderScorer:
     def __repr__(self) -> str:
         return (
             f"CrossEncoderScorer(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype!r}, "
-            f"quantize={self.quantize!r}, "
+            f"quantize={self.quantize!r}, backend={self.backend!r}, "
             f"long_text={self.long_text!r})"
         )
 
@@ -489,7 +599,7 @@ class CrossEncoderScorer:
         if known is not None and known[0] is lm:
             return known[1]
         frame = pair_frame(
-            lm.model,
+            _framing(lm),
             max_length=lm.max_length,
             prompt=self.prompt,
             prompt_name=self.prompt_name,
@@ -501,8 +611,7 @@ class CrossEncoderScorer:
     def _fit_query(self, lm: _LoadedModel, query: str, *, warn: bool = False) -> str:
         """The query cut to the query budget (hold ``lm.lock``); with ``warn``, say so when it was cut."""
         frame = self._frame(lm)
-        tok = lm.model.tokenizer
-        fitted, total = fit_query(tok, query, frame.query_budget)
+        fitted, total = fit_query(lm.tokenizer, query, frame.query_budget)
         if warn and fitted != query:
             which = (
                 f"max_query_tokens={self.max_query_tokens}"
@@ -526,11 +635,11 @@ class CrossEncoderScorer:
         Lengths count what the model sees: special tokens, chat template and prompt included. The
         query is cut to the query budget first (:meth:`_fit_query`); texts get the rest of the window.
         """
-        tok = lm.model.tokenizer
+        tok = lm.tokenizer
         assert tok is not None  # checked at load
         frame = self._frame(lm)
         query = self._fit_query(lm, query)
-        q_len = frame.overhead(lm.model, query)  # every token of a pair but the text's own
+        q_len = frame.overhead(_framing(lm), query)  # every token of a pair but the text's own
         specials = 0  # counted in q_len
         budget = max(lm.max_length - q_len - frame.slack, 1)
         enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
@@ -607,7 +716,7 @@ class CrossEncoderScorer:
                 chunks.append(texts[p.doc] if p.span is None else texts[p.doc][p.span[0] : p.span[1]])
             if not chunks:
                 return
-            lengths = measure(lm.model, frame.prompt, [(query, c) for c in chunks])
+            lengths = measure(_framing(lm), frame.prompt, [(query, c) for c in chunks])
             over = []
             for i, n in zip(todo, lengths, strict=True):
                 pairs[i].length = n
@@ -650,6 +759,8 @@ class CrossEncoderScorer:
         return torch.autocast(device_type=device_type, dtype=getattr(torch, lm.dtype))
 
     def _forward(self, lm: _LoadedModel, query: str, texts: list[str]) -> torch.Tensor:
+        if lm.backend == "openvino":  # the same batch on OpenVINO; the prompt goes in front of the query, as on torch
+            return lm.run((self._frame(lm).prompt or "") + query, texts)  # type: ignore[attr-defined, no-any-return]
         import torch
         from sentence_transformers.util import batch_to_device
 
@@ -707,11 +818,8 @@ class CrossEncoderScorer:
             if cache is not None:
                 cache.put_many(query, best)
             known.update(best)
-        import torch
-
         best_raw = [known[t][0] for t in unique]
-        # relevance in float32 through torch, exactly as CrossEncoder.predict's Sigmoid computes it
-        rel = torch.sigmoid(torch.tensor(best_raw, dtype=torch.float32)).tolist()
+        rel = _sigmoid32(best_raw)
         where = {t: i for i, t in enumerate(unique)}
         idx = [where[t] for t in texts]
         return Scores(
@@ -727,6 +835,21 @@ class CrossEncoderScorer:
     async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
         """Score in a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(self.score, query, texts)
+
+
+def _sigmoid32(raw: list[float]) -> list[float]:
+    """The logistic function in float32, as CrossEncoder.predict's Sigmoid computes relevance (numpy: no torch)."""
+    import numpy as np
+
+    x = np.asarray(raw, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32).tolist()  # type: ignore[no-any-return]
+
+
+def _framing(lm: Any) -> Any:
+    """What the prompt and budget code reads a model's prompts and tokenizer from (``_prompts``):
+    the ``CrossEncoder`` on torch, the engine itself on OpenVINO (it keeps the saved prompts)."""
+    return lm if getattr(lm, "backend", "torch") == "openvino" else lm.model
 
 
 def check_inputs(query: str, texts: Iterable[str]) -> list[str]:

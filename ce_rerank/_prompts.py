@@ -112,7 +112,8 @@ def pair_frame(
             the text too little of the window.
     """
     resolved = resolve_prompt(model, prompt=prompt, prompt_name=prompt_name) or None
-    modalities = getattr(model[0], "modality_config", None) or {}
+    first = model[0] if hasattr(model, "__getitem__") else None  # a CrossEncoder's input module
+    modalities = getattr(first, "modality_config", None) or {}
     templated = "message" in modalities
     if templated:
         fixed = measure(model, resolved, [("", "")])[0]

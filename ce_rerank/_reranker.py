@@ -194,11 +194,14 @@ class RerankerSettings(BaseModel):
     )
     quantize: Literal["auto", "none", "int8"] = Field(
         default="auto",
-        description="'auto'/'none': no quantisation. 'int8': torch dynamic int8 linear layers on CPU (faster than "
-        "float32, but it failed the fidelity gate on WikiQA, so 'auto' never picks it).",
+        description="'auto'/'none': no quantisation. 'int8': NNCF static int8 on OpenVINO, torch dynamic int8 with "
+        "backend='torch' (CPU; faster, but neither passed the fidelity gate, so 'auto' never picks them).",
     )
-    backend: Literal["torch", "onnx", "openvino"] = Field(
-        default="torch", description="sentence-transformers backend ('onnx'/'openvino' need Hugging Face Optimum)."
+    backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        default="auto",
+        description="'auto': OpenVINO when the openvino extra is installed and the device is the CPU (BERT-family "
+        "cross-encoders; others run on torch), torch otherwise. 'openvino': converted once, cached on disk "
+        "($CE_RERANK_CACHE_DIR), served without torch. 'torch': sentence-transformers. 'onnx' needs Optimum.",
     )
     long_text: Literal["window", "truncate"] = Field(
         default="window",

@@ -186,7 +186,7 @@ class AdapterContract:
             rrf_k=30,
             quantize="int8",
         )
-        assert (adapter.quantize, adapter.backend) == ("int8", "torch")
+        assert (adapter.quantize, adapter.backend) == ("int8", "auto")  # auto: OpenVINO where it is installed
         assert (adapter.model, adapter.top_n, adapter.min_score, adapter.batch_size) == ("m", 7, 0.2, 8)
         assert (adapter.max_length, adapter.device, adapter.long_text, adapter.fusion, adapter.rrf_k) == (
             256,

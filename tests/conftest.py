@@ -36,6 +36,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _openvino_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted OpenVINO models go to a folder of this session, never to the user's cache."""
+    os.environ["CE_RERANK_CACHE_DIR"] = str(tmp_path_factory.mktemp("ce-rerank-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random one-output BERT cross-encoder, built offline."""

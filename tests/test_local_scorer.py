@@ -248,9 +248,9 @@ def test_auto_dtype_falls_back_to_exact_float32_without_native_bfloat16(
 ) -> None:
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert CrossEncoderScorer(tiny_model_dir).dtype == "float32"
+    assert CrossEncoderScorer(tiny_model_dir, backend="torch").dtype == "float32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert CrossEncoderScorer(tiny_model_dir).dtype == "bfloat16"
+    assert CrossEncoderScorer(tiny_model_dir, backend="torch").dtype == "bfloat16"
     assert CrossEncoderScorer(tiny_model_dir, device="cuda", dtype="auto").dtype == "float16"
 
 

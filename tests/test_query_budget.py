@@ -1,5 +1,8 @@
 """The query token budget (max_query_tokens): long queries are cut to it, with a warning; texts get the rest."""
 
+# The planning under test is shared by both engines; these tests read the torch tokenizer directly
+# (tests/test_openvino.py checks that OpenVINO cuts queries and applies prompts the same way).
+
 from __future__ import annotations
 
 import warnings
@@ -27,7 +30,7 @@ def cut_by_hand(tokenizer: Any, query: str, budget: int) -> str:
 
 
 def test_a_long_query_is_cut_to_the_budget_with_one_warning_and_scores_as_the_cut_query(tiny_model_dir: str) -> None:
-    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_query_tokens=12)
+    scorer = CrossEncoderScorer(tiny_model_dir, backend="torch", dtype="float32", max_query_tokens=12)
     tok = scorer.load().model.tokenizer
     with pytest.warns(QueryTruncationWarning) as caught:
         scores = scorer.score(LONG_QUERY, [*TEXTS, LONG_TEXT])
@@ -47,11 +50,13 @@ def test_a_long_query_is_cut_to_the_budget_with_one_warning_and_scores_as_the_cu
 def test_the_query_warning_is_a_truncation_warning(tiny_model_dir: str) -> None:
     assert issubclass(QueryTruncationWarning, TruncationWarning)
     with pytest.warns(TruncationWarning):
-        CrossEncoderScorer(tiny_model_dir, max_query_tokens=8).score(LONG_QUERY, ["a"])
+        CrossEncoderScorer(tiny_model_dir, backend="torch", max_query_tokens=8).score(LONG_QUERY, ["a"])
 
 
 def test_text_windows_use_the_rest_of_the_window(tiny_model_dir: str) -> None:
-    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_query_tokens=20, window_tokens=10_000)
+    scorer = CrossEncoderScorer(
+        tiny_model_dir, backend="torch", dtype="float32", max_query_tokens=20, window_tokens=10_000
+    )
     lm = scorer.load()
     tok = lm.model.tokenizer
     pairs, _, windowed, _ = scorer._plan(lm, LONG_QUERY, [LONG_TEXT])
@@ -61,14 +66,14 @@ def test_text_windows_use_the_rest_of_the_window(tiny_model_dir: str) -> None:
     for p in pairs:
         real = tok(cut_by_hand(tok, LONG_QUERY, 20), LONG_TEXT[p.span[0] : p.span[1]])["input_ids"]  # type: ignore[index]
         assert len(real) <= lm.max_length
-    shorter = CrossEncoderScorer(tiny_model_dir, max_query_tokens=60, window_tokens=10_000)
+    shorter = CrossEncoderScorer(tiny_model_dir, backend="torch", max_query_tokens=60, window_tokens=10_000)
     more_room, *_ = scorer._plan(lm, LONG_QUERY, [LONG_TEXT])
     less_room, *_ = shorter._plan(lm, LONG_QUERY, [LONG_TEXT])
     assert len(less_room) > len(more_room)  # a bigger query budget leaves smaller windows: more of them
 
 
 def test_the_default_budget_is_half_the_window_and_the_warning_says_so(tiny_model_dir: str) -> None:
-    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32")
+    scorer = CrossEncoderScorer(tiny_model_dir, backend="torch", dtype="float32")
     lm = scorer.load()
     half = (lm.max_length - 3) // 2  # 3 special tokens in a BERT pair
     with pytest.warns(QueryTruncationWarning, match=f"the default query budget of {half} tokens"):
@@ -83,7 +88,9 @@ def test_a_query_within_the_budget_is_left_whole_without_a_warning(tiny_model_di
     query = "capital of France"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        scores = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_query_tokens=3).score(query, TEXTS)
+        scores = CrossEncoderScorer(tiny_model_dir, backend="torch", dtype="float32", max_query_tokens=3).score(
+            query, TEXTS
+        )
     expected = CrossEncoder(tiny_model_dir).predict([(query, t) for t in TEXTS], activation_fn=lambda x: x)
     assert scores.raw == pytest.approx(expected.tolist(), abs=1e-4)
 
@@ -105,7 +112,7 @@ def test_the_budget_excludes_the_prompt_and_template_of_an_llm_reranker(tiny_llm
 
 def test_a_budget_that_leaves_no_room_for_text_fails_at_load_naming_the_most_it_can_be(tiny_model_dir: str) -> None:
     with pytest.raises(ValueError) as err:
-        CrossEncoderScorer(tiny_model_dir, max_query_tokens=120).load()
+        CrossEncoderScorer(tiny_model_dir, backend="torch", max_query_tokens=120).load()
     assert str(err.value) == (
         "max_query_tokens=120 leaves the text fewer than 8 tokens of the model's 128-token window "
         "(3 go to special tokens, template and prompt): set max_query_tokens to at most 117"
@@ -115,7 +122,7 @@ def test_a_budget_that_leaves_no_room_for_text_fails_at_load_naming_the_most_it_
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5, "16"])
 def test_a_bad_budget_fails_at_construction(tiny_model_dir: str, bad: Any) -> None:
     with pytest.raises(ValueError, match=r"^max_query_tokens must be an integer >= 1 or None \(half the window\)"):
-        CrossEncoderScorer(tiny_model_dir, max_query_tokens=bad)
+        CrossEncoderScorer(tiny_model_dir, backend="torch", max_query_tokens=bad)
 
 
 def test_settings_and_both_adapters_take_the_budget(tiny_model_dir: str) -> None:
