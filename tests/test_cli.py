@@ -397,15 +397,15 @@ def test_the_demo_says_what_the_model_is_from_its_card_and_that_quality_depends_
         "This model (a MiniLM) was trained on the [MS Marco Passage Ranking](https://example.org/msmarco) task. "
         "It reranks passages.\n"
     )
-    ce = CrossEncoderScorer(str(model)).load().model
-    line = describe_model(str(model), ce)
+    loaded = CrossEncoderScorer(str(model)).load()  # either engine: the facts come from config.json
+    line = describe_model(str(model), loaded)
     assert line == (
         f'model: {model} (BertForSequenceClassification, 2 layers, 1 output): "This model was trained on the '
         'MS Marco Passage Ranking task" (README.md). Reranking quality depends on the model: one trained on text '
         "unlike yours can rank worse than the first stage"
     )
     assert "\n" not in line
-    assert describe_model(tiny_model_dir, ce).startswith(
+    assert describe_model(tiny_model_dir, loaded).startswith(
         f"model: {tiny_model_dir} (BertForSequenceClassification, 2 layers, 1 output); no model card found. "
     )
 

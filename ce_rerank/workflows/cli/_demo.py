@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -24,18 +25,18 @@ def _moved_line(moved: list[_Moved]) -> str:
     return line + (f"; and {len(moved) - MOVED_SHOWN} more" if len(moved) > MOVED_SHOWN else "")
 
 
-def describe_model(model: str, cross_encoder: Any) -> str:
-    """One line: what the model is (its config, and its card's first sentence where it has one), and
-    that what reranking buys depends on it."""
-    config = getattr(getattr(cross_encoder, "model", None), "config", None)
+def describe_model(model: str, loaded: Any) -> str:
+    """One line: what the model is (its config.json, and its card's first sentence where it has one), and
+    that what reranking buys depends on it. ``loaded``: the scorer's loaded model, on either engine."""
+    config = _config(model)
     facts = []
-    architectures = list(getattr(config, "architectures", None) or [])
+    architectures = list(config.get("architectures") or [])
     if architectures:
-        facts.append(architectures[0])
-    layers = getattr(config, "num_hidden_layers", None)
+        facts.append(str(architectures[0]))
+    layers = config.get("num_hidden_layers")
     if isinstance(layers, int):
         facts.append(f"{layers} layers")
-    labels = getattr(cross_encoder, "num_labels", None)
+    labels = getattr(loaded, "num_labels", None)
     if isinstance(labels, int):
         facts.append(f"{labels} output{'s' if labels != 1 else ''}")
     line = f"model: {model}" + (f" ({', '.join(facts)})" if facts else "")
@@ -45,6 +46,16 @@ def describe_model(model: str, cross_encoder: Any) -> str:
         line + ". Reranking quality depends on the model: one trained on text unlike yours can rank worse than "
         "the first stage"
     )
+
+
+def _config(model: str) -> dict[str, Any]:
+    """The model's config.json (local directory or cached hub snapshot), {} when unreadable."""
+    path = _card_path(model, "config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _card_sentence(model: str) -> tuple[str, str] | None:
@@ -140,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"ce-rerank demo: {len(data.corpus)} passages (ce_rerank/data/demo); first stage {first_name}, "
         f"top {args.candidates} reranked by {args.model}\n"
     )
-    out.write(describe_model(args.model, scorer.load().model) + "\n")
+    out.write(describe_model(args.model, scorer.load()) + "\n")
     labels = {2: "answer", 1: "helps"}
     for qid, text in queries.items():
         ids = ev.ranked_ids(run[qid])
