@@ -70,9 +70,11 @@ def retrieval_set(name: str, n_queries: int) -> tuple[list[tuple[str, str, list[
 
 
 def datasets(
-    model: str, queries: int, wikiqa_queries: int
+    model: str, queries: int, wikiqa_queries: int, sets: list[str] | None = None
 ) -> dict[str, tuple[list[tuple[str, str, list[str], list[str]]], dict]]:
     """name -> ([(query id, query, doc ids, texts)], qrels)."""
+    if sets:
+        return {name: retrieval_set(name, queries) for name in sets}
     if model == "general":
         return {name: retrieval_set(name, queries) for name in ("medline", "npl")}
     out = {}
@@ -94,6 +96,7 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(MODELS), default="wikiqa")
     ap.add_argument("--queries", "--cranfield-queries", type=int, default=15, help="queries per BM25 set")
     ap.add_argument("--wikiqa-queries", type=int, default=120)
+    ap.add_argument("--sets", default=None, help="only these BM25 sets, e.g. npl (default: the model's own)")
     ap.add_argument("--paths", default="bfloat16,int8,openvino-bfloat16,openvino-float32,openvino-int8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -113,7 +116,7 @@ def main() -> None:
         start = time.perf_counter()
         s.score("warm up", ["a short text", "another one"])  # type: ignore[attr-defined]
         load_seconds[n] = time.perf_counter() - start  # includes an OpenVINO conversion when not cached
-    data = datasets(args.model, args.queries, args.wikiqa_queries)
+    data = datasets(args.model, args.queries, args.wikiqa_queries, args.sets.split(",") if args.sets else None)
     results: dict = {
         "model": args.model,
         "uptime_start": started,
