@@ -106,6 +106,7 @@ def add_finetune_parser(sub: Any) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..evaluation._data import _require
     from ..finetune import _run
+    from ..finetune._generate import OllamaQueryGenerator
     from ..finetune._split import split_queries
     from ..finetune._train import require_training
 
@@ -135,6 +136,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     ):
         _require(module, purpose)
     _run.check_output(args.output)
+    if generating:  # the server and its model, before the reranker loads
+        generator = OllamaQueryGenerator(_run.parse_generator(args.generate_queries), seed=args.seed)
+        try:
+            generator.check()
+        finally:
+            generator.close()
     scorer = _scorer(args)
     result = _run.finetune(
         args.dataset,
