@@ -332,6 +332,7 @@ def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
     assert set(report["tuned"]) == {"ndcg@10", "mrr@10", "recall@100", "map"}
     assert not set(report["train_queries"]) & set(report["eval_queries"])
     assert report["training"]["steps"] >= 1 and report["pairs"]["pairs"] > 0
+    assert report["eval_queries_without_candidates"] == 0
     data = load_beir(demo)
     for name in ("first_stage", "base", "tuned", "tuned+rrf"):
         run = read_trec_run(out / f"{name}.run")

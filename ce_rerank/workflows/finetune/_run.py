@@ -288,6 +288,7 @@ def finetune(
         "passed": gate.passed,
         "train_queries": train_ids,
         "eval_queries": list(split.eval_queries),
+        "eval_queries_without_candidates": sum(not run.get(q) for q in split.eval_queries),
         "split": {"method": split.method, **split.details},
         "pairs": pairs.stats,
         "generated": generated.stats if generated is not None else None,
