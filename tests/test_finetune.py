@@ -211,6 +211,21 @@ def test_max_minutes_stops_training_and_still_saves(tiny_model_dir: str, tmp_pat
     assert CrossEncoderScorer(str(tmp_path / "m")).score("capital of france", ["Paris."]).raw
 
 
+def test_learning_rate_warms_up_and_decays_over_steps_or_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ce_rerank.workflows.finetune import _train
+
+    by_steps = _train._schedule(100, None)
+    assert [round(by_steps(s), 6) for s in (0, 5, 10, 55, 100)] == [0.1, 0.5, 1.0, 0.5, 0.0]
+    clock = [1000.0]
+    monkeypatch.setattr(_train.time, "monotonic", lambda: clock[0])
+    by_time = _train._schedule(1000, 1.0)  # 1000 steps planned, one minute of budget
+    assert by_time(0) == pytest.approx(0.01)
+    clock[0] += 33.0  # 55% of the budget after 2 steps: the time is further than the steps
+    assert by_time(2) == pytest.approx(0.5)
+    clock[0] += 30.0
+    assert by_time(3) == 0.0
+
+
 def test_ctrl_c_stops_after_the_current_step_and_saves_it(tiny_model_dir: str, tmp_path: Path) -> None:
     from transformers import TrainerCallback
 

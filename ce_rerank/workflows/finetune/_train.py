@@ -1,8 +1,10 @@
 """Training with sentence-transformers' ``CrossEncoderTrainer``: seeded, bf16 where the CPU has it, budgeted.
 
-- ``max_minutes``: a callback ends training after the step that crosses the budget; the model
-  as it is then is saved (the learning-rate schedule is planned for the full run, so a cut run
-  ends before the rate has decayed: say so by ``stopped="max-minutes"`` in the report).
+- ``max_minutes``: a callback ends training after the step that crosses the budget, and the
+  model as it is then is saved. The learning rate warms up over the first 10% and decays
+  linearly to 0 over the run's progress, measured in steps or, with a budget, in time,
+  whichever is further: a budget that ends training early still gets a full schedule (and
+  the run is then reproducible only as far as the machine's speed is).
 - Ctrl-C: the first press ends training after the current step and the weights are saved (the
   last complete step, never a half-applied update); a second press aborts at once.
 """
@@ -71,6 +73,28 @@ class TrainingResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _schedule(planned: int, max_minutes: float | None) -> Any:
+    """``lr_lambda`` for ``LambdaLR``: warm-up over the first 10% of progress, then linear decay to 0.
+
+    Progress is the fraction of planned steps done or, with a budget, of the time spent,
+    whichever is larger (the clock starts at the first step).
+    """
+    started: list[float] = []
+
+    def factor(step: int) -> float:
+        if not started:
+            started.append(time.monotonic())
+        done = step / planned
+        if max_minutes is not None:
+            done = max(done, (time.monotonic() - started[0]) / (max_minutes * 60))
+        done = min(done, 1.0)
+        if done < 0.1:
+            return max(done, 1.0 / planned) / 0.1
+        return max(0.0, (1.0 - done) / 0.9)
+
+    return factor
 
 
 def _callbacks(max_minutes: float | None, progress: bool) -> tuple[Any, Any]:
@@ -150,7 +174,8 @@ def train_cross_encoder(
         output_dir: where the trained model is saved (a directory ``CrossEncoder`` and both adapters load).
         epochs: passes over the rows.
         batch_size: rows per optimiser step.
-        learning_rate: peak learning rate (linear warm-up over the first 10% of steps, then linear decay).
+        learning_rate: peak learning rate (linear warm-up over the first 10% of the run, then linear decay;
+            with ``max_minutes``, the run is whichever of the steps and the budget ends first).
         max_minutes: stop after the step that crosses this budget, and save.
         seed: seeds torch, shuffling and dropout: the same seed, data and machine give the same weights.
         device: ``"auto"`` (cuda, then mps, then cpu) or a torch device.
@@ -201,8 +226,6 @@ def train_cross_encoder(
             num_train_epochs=epochs,
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
-            warmup_steps=max(0, int(0.1 * planned)),
-            lr_scheduler_type="linear",
             seed=seed,
             data_seed=seed,
             bf16=bf16,
@@ -214,7 +237,18 @@ def train_cross_encoder(
             disable_tqdm=not progress,
             dataloader_num_workers=0,
         )
-        trainer = CrossEncoderTrainer(
+        schedule = _schedule(planned, max_minutes)
+
+        class Trainer(CrossEncoderTrainer):  # type: ignore[misc]
+            """The trainer with the step-or-time schedule of :func:`_schedule`."""
+
+            def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+                if self.lr_scheduler is None:
+                    opt: Any = optimizer if optimizer is not None else self.optimizer
+                    self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+                return self.lr_scheduler
+
+        trainer = Trainer(
             model=model, args=args, train_dataset=rows, loss=loss, callbacks=[budget, interrupt, *callbacks]
         )
         if not progress:
