@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Cross-encoder reranking: evaluate it on your data, rerank documents, or run the demo.",
+        description="Cross-encoder reranking: evaluate it on your data, rerank documents, run the demo, or fine-tune "
+        "it on your data.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{eval,rerank,demo,finetune}", parser_class=_Parser)
 
