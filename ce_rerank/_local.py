@@ -836,6 +836,24 @@ class CrossEncoderScorer:
         """Score in a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(self.score, query, texts)
 
+    # -- windows, for training on the units that are scored -------------------------------
+
+    def window_spans(self, query: str, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """The character spans :meth:`score` would send through the model for each text.
+
+        One ``(0, len(text))`` span for a text that fits the window (or is truncated with
+        ``long_text="truncate"``), else the spans of its overlapping windows, in text order:
+        the same plan as scoring, so that fine-tuning sees the units inference scores.
+        """
+        texts = [_SURROGATE.sub("\ufffd", t) for t in check_inputs(query, texts)]
+        lm = self.load()
+        with lm.lock:
+            pairs, *_ = self._plan(lm, _SURROGATE.sub("\ufffd", query), texts)
+        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+        for p in pairs:
+            spans[p.doc].append(p.span if p.span is not None else (0, len(texts[p.doc])))
+        return spans
+
 
 def _sigmoid32(raw: list[float]) -> list[float]:
     """The logistic function in float32, as CrossEncoder.predict's Sigmoid computes relevance (numpy: no torch)."""

@@ -11,7 +11,8 @@ use, with Ollama's request and response shapes and error format:
   Ollama does; answers ``model``, ``embeddings``, ``total_duration``, ``load_duration``,
   ``prompt_eval_count``. ``POST /api/embeddings`` (the legacy single-prompt form) too.
 - ``POST /api/chat`` and ``POST /api/generate``: a deterministic reply built from the
-  prompt (see :func:`compose_reply`), streamed as NDJSON (Ollama's default) or not.
+  prompt (see :func:`compose_reply`; a question-writing prompt gets a question about its
+  passage), streamed as NDJSON (Ollama's default) or not.
 - ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``, ``GET /``.
 - A model it does not serve: 404 ``{"error": "model \\"x\\" not found, try pulling it first"}``
   (``/api/show``: ``model 'x' not found``, as Ollama words it there).
@@ -41,7 +42,15 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBED_MODEL", "FakeOllama", "compose_reply", "context_passages", "embed"]
+__all__ = [
+    "DEFAULT_CHAT_MODEL",
+    "DEFAULT_EMBED_MODEL",
+    "FakeOllama",
+    "compose_question",
+    "compose_reply",
+    "context_passages",
+    "embed",
+]
 
 DEFAULT_EMBED_MODEL = "all-minilm"
 DEFAULT_CHAT_MODEL = "llama3.2"
@@ -104,12 +113,29 @@ def context_passages(prompt: str) -> list[str]:
     return [p.strip() for p in re.split(r"\n\s*\n", parts[1]) if p.strip()]
 
 
+_QUESTION_FOR = re.compile(r"Passage:\s*(?P<passage>[^\n]*)\s*Question:\s*$")
+
+
+def compose_question(passage: str) -> str:
+    """The deterministic question "written" for a passage: built from its first six words.
+
+    So that a first stage retrieves the passage for it, as it would for a good LLM's question.
+    """
+    words = re.findall(r"\w+", passage)[:6]
+    return f"what does the passage say about {' '.join(words).lower()}?" if words else ""
+
+
 def compose_reply(prompt: str) -> str:
     """The deterministic "LLM" answer: it quotes the first passage of the prompt's context.
 
     The first passage is the one the pipeline ranked best, so a test can check that the
-    answer was built from the reranked order, not the retriever's.
+    answer was built from the reranked order, not the retriever's. A query-generation prompt
+    (few-shot ``Passage: ... Question: ...`` blocks ending in ``Question:``, as InPars writes
+    them) is answered with :func:`compose_question` of its last passage.
     """
+    asked = _QUESTION_FOR.search(prompt)
+    if asked is not None and not _RULE.search(prompt):
+        return compose_question(asked.group("passage"))
     passages = context_passages(prompt)
     if not passages:
         return "I have no passages to answer from."

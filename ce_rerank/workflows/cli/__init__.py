@@ -1,8 +1,9 @@
-"""The ``ce-rerank`` command: ``eval``, ``rerank`` and ``demo``.
+"""The ``ce-rerank`` command: ``eval``, ``rerank``, ``demo`` and ``finetune``.
 
 - ``ce-rerank eval DATASET_DIR --model M``: first stage, rerank, metrics before and after.
 - ``ce-rerank rerank --model M --query Q --docs FILE``: rerank your own documents, see what moved.
 - ``ce-rerank demo``: a two-stage pipeline over the small corpus shipped with the package.
+- ``ce-rerank finetune DATASET_DIR --model M --output DIR``: adapt a reranker, gated on held-out queries.
 
 User mistakes (missing files, malformed input, unknown options, a model that cannot be
 loaded) print one line to stderr, without a traceback, and exit with status 2.
@@ -20,6 +21,7 @@ from ...exceptions import CeRerankError
 from ._common import EXIT_USAGE, PROG, UsageError, _add_model_flags, _add_threads_flag, _positive_int
 from ._demo import _cmd_demo
 from ._eval import _cmd_eval
+from ._finetune import add_finetune_parser
 from ._rerank import _cmd_rerank, read_documents
 
 __all__ = ["UsageError", "build_parser", "main", "read_documents"]
@@ -33,9 +35,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Cross-encoder reranking: evaluate it on your data, rerank documents, or run the demo.",
+        description="Cross-encoder reranking: evaluate it on your data, rerank documents, run the demo, or fine-tune "
+        "it on your data.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{eval,rerank,demo}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{eval,rerank,demo,finetune}", parser_class=_Parser)
 
     p_eval = sub.add_parser(
         "eval",
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--show", type=_positive_int, default=3, metavar="N", help="results shown per list (default 3)")
     _add_threads_flag(p_demo)
     p_demo.set_defaults(func=_cmd_demo)
+
+    add_finetune_parser(sub)
     return parser
 
 

@@ -1,0 +1,319 @@
+"""``finetune``: from a BEIR-layout dataset and the user's first stage to a reranker checked on held-out queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..._local import CrossEncoderScorer
+from ..evaluation._data import MIN_DEPTH, Dataset, _require
+from ..evaluation._first_stage import first_stage_run
+from ._gate import GateResult, run_gate, write_outputs
+from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
+from ._generate import generate_queries as _generate
+from ._pairs import NegativeFilter, mine_pairs
+from ._split import split_queries
+from ._train import require_training, train_cross_encoder
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` did and decided.
+
+    Attributes:
+        output: the output folder.
+        model_dir: the tuned cross-encoder (``output/model``), saved whatever the verdict.
+        passed: the tuned reranker beat the base on held-out NDCG@10.
+        verdict: the one-line verdict (also in ``report.json``).
+        report: the content of ``report.json``.
+        gate: the held-out comparison, runs included.
+    """
+
+    output: Path
+    model_dir: Path
+    passed: bool
+    verdict: str
+    report: dict[str, Any]
+    gate: GateResult = field(repr=False)
+
+
+def check_output(path: str | os.PathLike[str]) -> Path:
+    """The output folder, created if needed: it must be new or empty, and writable (checked by writing).
+
+    Raises:
+        ValueError: it is a file, it holds files already, or it cannot be written.
+    """
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} is a file: give a folder for the model, report.json and the runs")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(
+            f"output folder {str(out)!r} is not empty: give a new or empty folder (finetune never overwrites a model)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write to the output folder {str(out)!r} ({exc.strerror or type(exc).__name__}): give a folder "
+            "you can write to"
+        ) from exc
+    return out
+
+
+def check_first_stage(spec: str, *, generating: bool) -> None:
+    """Reject an unknown first stage (or a run file with generated queries) before any work."""
+    kind, _, arg = spec.partition(":")
+    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
+        raise ValueError(
+            f"unknown first stage {spec!r}: use bm25, dense:MODEL (a sentence-transformers model) or run:FILE "
+            "(a TREC run file)"
+        )
+    if kind == "run" and not Path(arg).expanduser().is_file():
+        raise ValueError(f"first stage run:{arg}: no such file")
+    if kind == "run" and generating:
+        raise ValueError(
+            "generated queries need a first stage that retrieves for new questions: use --first-stage bm25 or "
+            "dense:MODEL with --generate-queries (a run file only holds the queries it was made for)"
+        )
+
+
+def parse_generator(spec: str) -> str:
+    """The Ollama model name of ``ollama:MODEL``."""
+    kind, _, model = spec.partition(":")
+    if kind != "ollama" or not model.strip():
+        raise ValueError(f"unknown query generator {spec!r}: use ollama:MODEL (e.g. ollama:llama3.2)")
+    return model.strip()
+
+
+def _like(scorer: CrossEncoderScorer, model: str) -> CrossEncoderScorer:
+    """A scorer for ``model`` with every setting of ``scorer`` (so base and tuned are scored alike)."""
+    return CrossEncoderScorer(
+        model,
+        device=scorer.device,
+        dtype=scorer.dtype,  # type: ignore[arg-type]
+        batch_size=scorer.batch_size,
+        max_batch_tokens=scorer.max_batch_tokens,
+        max_length=scorer.max_length,
+        long_text=scorer.long_text,  # type: ignore[arg-type]
+        window_tokens=scorer.window_tokens,
+        window_stride=scorer.window_stride,
+        max_windows=scorer.max_windows,
+        quantize=scorer.quantize,  # type: ignore[arg-type]
+        backend=scorer.backend,  # type: ignore[arg-type]
+        trust_remote_code=scorer.trust_remote_code,
+    )
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def finetune(
+    dataset: str | os.PathLike[str],
+    *,
+    model: str | CrossEncoderScorer,
+    output: str | os.PathLike[str],
+    first_stage: str = "bm25",
+    holdout: float | None = None,
+    train_split: str | None = None,
+    eval_split: str = "test",
+    generate_queries: str | None = None,
+    generate_count: int = 100,
+    candidates: int = 100,
+    negatives: int = 4,
+    negative_depth: int = 30,
+    negative_filter: NegativeFilter = "base",
+    epochs: float = 1.0,
+    batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    max_minutes: float | None = None,
+    seed: int = 13,
+    fusion: Literal["rrf"] | None = None,
+    ollama_host: str | None = None,
+    progress: bool = False,
+    plot: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> FinetuneResult:
+    """Fine-tune a cross-encoder on a BEIR-layout dataset and check it on held-out queries.
+
+    Every input is checked before any long work (dataset files, split, first stage, output
+    folder, extras, the model, the Ollama server). Then: the first stage retrieves for training
+    and evaluation queries; training pairs are mined (:func:`mine_pairs`); the model is trained
+    (:func:`train_cross_encoder`) and saved to ``output/model``; first stage, base and tuned are
+    evaluated on the held-out queries and ``report.json``, ``first_stage.run``, ``base.run``,
+    ``tuned.run`` and the plots are written.
+
+    Args:
+        dataset: a BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+        model: the base cross-encoder: a hub id or directory, or a configured
+            :class:`~ce_rerank.CrossEncoderScorer` (its settings score base and tuned alike).
+        output: a new or empty folder.
+        first_stage: ``bm25``, ``dense:MODEL`` or ``run:FILE``: the retriever the reranker sits behind.
+        holdout: fraction of judged queries held out when there is no training qrels file (default 0.3).
+        train_split: ``qrels/<train_split>.tsv`` to train on (default: ``train`` when that file exists).
+        eval_split: ``qrels/<eval_split>.tsv`` to evaluate on.
+        generate_queries: ``ollama:MODEL``: train on questions an LLM writes for sampled passages.
+        generate_count: passages to sample for generated questions.
+        candidates: first-stage candidates reranked per evaluation query.
+        negatives: hard negatives per positive.
+        negative_depth: negatives come from the first stage's best this many.
+        negative_filter: ``"base"`` drops candidates the base reranker scores above every judged
+            positive of the query (likely unjudged relevant documents); ``"none"`` keeps them.
+        epochs, batch_size, learning_rate: training.
+        max_minutes: training budget; training stops after the step that crosses it, and saves.
+        seed: split, sampling and training seed.
+        fusion: ``"rrf"``: also evaluate base and tuned fused with the first stage (RRF, k=60).
+        ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
+        progress: progress bars on stderr.
+        plot: write the per-query plots (needs matplotlib).
+        callbacks: extra ``transformers.TrainerCallback`` objects for the trainer.
+    """
+    started = time.monotonic()
+    for name, value in (("generate_count", generate_count), ("candidates", candidates)):
+        _positive(name, value)
+    _positive("negatives", negatives)
+    _positive("negative_depth", negative_depth)
+    if fusion not in (None, "rrf"):
+        raise ValueError(f"fusion must be 'rrf' or None, got {fusion!r}")
+    if negative_filter not in ("base", "none"):
+        raise ValueError(f"negative_filter must be 'base' or 'none', got {negative_filter!r}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
+    gen_model = parse_generator(generate_queries) if generate_queries is not None else None
+    check_first_stage(first_stage, generating=gen_model is not None)
+    split = split_queries(
+        dataset,
+        eval_split=eval_split,
+        train_split=train_split,
+        holdout=holdout,
+        seed=seed,
+        judged_training=gen_model is None,
+    )
+    require_training()
+    _require("pytrec_eval", "computing metrics")
+    _require("scipy.stats", "the paired significance test")
+    if plot:
+        _require("matplotlib", "the per-query plot")
+    if progress:
+        _require("rich", "the progress bars")
+    out = check_output(output)
+    generator = OllamaQueryGenerator(gen_model, host=ollama_host, seed=seed) if gen_model is not None else None
+    try:
+        if generator is not None:
+            generator.check()
+        base = model if isinstance(model, CrossEncoderScorer) else CrossEncoderScorer(model)
+        base.load()
+        generated: GeneratedQueries | None = None
+        if generator is not None:
+            generated = _generate(split.dataset, base, generator, count=generate_count, seed=seed, progress=progress)
+    finally:
+        if generator is not None:
+            generator.close()
+    data = split.dataset
+    if generated is not None:
+        data = Dataset(
+            name=data.name,
+            corpus=data.corpus,
+            queries={**data.queries, **generated.queries},
+            qrels={**data.qrels, **generated.qrels()},
+        )
+    depth = max(candidates, negative_depth, MIN_DEPTH)
+    label, run = first_stage_run(data, first_stage, top_k=depth)
+    train_ids = list(split.train_queries)
+    if generated is not None:
+        generated = consistency_filter(generated, data, run, base, depth=negative_depth)
+        if not generated.queries and not train_ids:
+            raise ValueError(
+                f"none of the {generated.stats['generated']} generated questions passed the consistency filter (the "
+                "base reranker must rank the source passage among its best 3): raise --generate-count or try another "
+                "LLM"
+            )
+        train_ids += list(generated.queries)
+    pairs = mine_pairs(
+        data,
+        run,
+        train_ids,
+        base,
+        negatives=negatives,
+        depth=negative_depth,
+        negative_filter=negative_filter,
+        seed=seed,
+        progress=progress,
+    )
+    model_dir = out / "model"
+    training = train_cross_encoder(
+        base.model_name,
+        pairs,
+        model_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_minutes=max_minutes,
+        seed=seed,
+        device=base.device,
+        max_length=base.max_length,
+        progress=progress,
+        callbacks=callbacks,
+    )
+    tuned = _like(base, str(model_dir))
+    gate = run_gate(
+        data,
+        run,
+        split.eval_queries,
+        base,
+        tuned,
+        first_stage_name=label,
+        candidates=candidates,
+        fusion=fusion,
+        progress=progress,
+    )
+    report: dict[str, Any] = {
+        "dataset": data.name,
+        "model": base.model_name,
+        "tuned_model": str(model_dir),
+        "first_stage_name": label,
+        "candidates": candidates,
+        **{name: gate.metrics[name] for name in gate.metrics},
+        "comparisons": gate.comparisons,
+        "verdict": gate.verdict,
+        "passed": gate.passed,
+        "train_queries": train_ids,
+        "eval_queries": list(split.eval_queries),
+        "eval_queries_without_candidates": sum(not run.get(q) for q in split.eval_queries),
+        "split": {"method": split.method, **split.details},
+        "pairs": pairs.stats,
+        "generated": generated.stats if generated is not None else None,
+        "training": training.as_dict(),
+        "per_query": {
+            q: {name: gate.per_query[name][q]["ndcg@10"] for name in gate.per_query} for q in split.eval_queries
+        },
+    }
+    if generated is not None:
+        path = out / "generated_queries.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for qid, text in generated.queries.items():
+                row = {"_id": qid, "text": text, "source": generated.sources[qid], "passage": generated.passages[qid]}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    report["seconds"] = round(time.monotonic() - started, 1)
+    write_outputs(
+        out,
+        gate,
+        report,
+        dataset_name=data.name,
+        first_stage_name=label,
+        model=base.model_name,
+        candidates=candidates,
+        plot=plot,
+    )
+    return FinetuneResult(
+        output=out, model_dir=model_dir, passed=gate.passed, verdict=gate.verdict, report=report, gate=gate
+    )

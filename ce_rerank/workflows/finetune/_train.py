@@ -1,0 +1,280 @@
+"""Training with sentence-transformers' ``CrossEncoderTrainer``: seeded, bf16 where the CPU has it, budgeted.
+
+- ``max_minutes``: a callback ends training after the step that crosses the budget, and the
+  model as it is then is saved. The learning rate warms up over the first 10% and decays
+  linearly to 0 over the run's progress, measured in steps or, with a budget, in time,
+  whichever is further: a budget that ends training early still gets a full schedule (and
+  the run is then reproducible only as far as the machine's speed is).
+- Ctrl-C: the first press ends training after the current step and the weights are saved (the
+  last complete step, never a half-applied update); a second press aborts at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..._local import native_bfloat16, resolve_device
+from ._pairs import TrainingPairs
+
+EXTRA = "ce-rerank[train]"
+
+
+def require_training() -> tuple[ModuleType, ModuleType]:
+    """Import what training needs (``datasets``, ``accelerate``) or say which extra to install."""
+    mods = []
+    for name in ("datasets", "accelerate"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise ImportError(f"fine-tuning needs the optional package {name!r}: pip install '{EXTRA}'") from exc
+    return mods[0], mods[1]
+
+
+@dataclass
+class TrainingResult:
+    """What one training run did.
+
+    Attributes:
+        steps: optimiser steps taken.
+        planned_steps: steps the epochs would have taken.
+        pairs_seen: training rows the steps consumed (steps x batch size, the last batch may be smaller).
+        stopped: ``"completed"``, ``"max-minutes"`` or ``"interrupted"`` (Ctrl-C).
+        seconds: wall time of training.
+        loss: mean training loss over the steps taken.
+        precision: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+        device: where it ran.
+        seed: the seed of weights' head, shuffling and dropout.
+        epochs: epochs asked for; batch_size, learning_rate: as used.
+    """
+
+    steps: int
+    planned_steps: int
+    pairs_seen: int
+    stopped: str
+    seconds: float
+    loss: float | None
+    precision: str
+    device: str
+    seed: int
+    epochs: float
+    batch_size: int
+    learning_rate: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _schedule(planned: int, max_minutes: float | None) -> Any:
+    """``lr_lambda`` for ``LambdaLR``: warm-up over the first 10% of progress, then linear decay to 0.
+
+    Progress is the fraction of planned steps done or, with a budget, of the time spent,
+    whichever is larger (the clock starts at the first step).
+    """
+    started: list[float] = []
+
+    def factor(step: int) -> float:
+        if not started:
+            started.append(time.monotonic())
+        done = step / planned
+        if max_minutes is not None:
+            done = max(done, (time.monotonic() - started[0]) / (max_minutes * 60))
+        done = min(done, 1.0)
+        if done < 0.1:
+            return max(done, 1.0 / planned) / 0.1
+        return max(0.0, (1.0 - done) / 0.9)
+
+    return factor
+
+
+def _callbacks(max_minutes: float | None, progress: bool) -> tuple[Any, Any]:
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):  # type: ignore[misc]
+        """Stop after the step that crosses ``max_minutes``."""
+
+        def __init__(self) -> None:
+            self.started = time.monotonic()
+            self.hit = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if max_minutes is not None and time.monotonic() - self.started >= max_minutes * 60:
+                self.hit = True
+                control.should_training_stop = True
+
+    class Interrupt(TrainerCallback):  # type: ignore[misc]
+        """First Ctrl-C: stop after this step (and save); second: abort."""
+
+        def __init__(self) -> None:
+            self.pressed = False
+            self._previous: Any = None
+
+        def _handler(self, signum: int, frame: Any) -> None:
+            if self.pressed:
+                raise KeyboardInterrupt
+            self.pressed = True
+            if progress:
+                sys.stderr.write("\nCtrl-C: training stops after this step and the model is saved; again to abort\n")
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if threading.current_thread() is threading.main_thread():
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.pressed:
+                control.should_training_stop = True
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.restore()
+
+        def restore(self) -> None:
+            if self._previous is not None:
+                signal.signal(signal.SIGINT, self._previous)
+                self._previous = None
+
+    return Budget(), Interrupt()
+
+
+def train_cross_encoder(
+    base_model: str,
+    pairs: TrainingPairs,
+    output_dir: str | Path,
+    *,
+    epochs: float = 1.0,
+    batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    max_minutes: float | None = None,
+    seed: int = 13,
+    device: str | None = "auto",
+    max_length: int | None = None,
+    progress: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> TrainingResult:
+    """Fine-tune ``base_model`` on ``pairs`` and save the cross-encoder to ``output_dir``.
+
+    Binary cross-entropy on the logit for one-output models (the loss of the ms-marco
+    cross-encoders), cross-entropy over the two classes for two-output models.
+
+    Args:
+        base_model: hub id or directory of the cross-encoder to start from.
+        pairs: the rows (see :func:`mine_pairs`).
+        output_dir: where the trained model is saved (a directory ``CrossEncoder`` and both adapters load).
+        epochs: passes over the rows.
+        batch_size: rows per optimiser step.
+        learning_rate: peak learning rate (linear warm-up over the first 10% of the run, then linear decay;
+            with ``max_minutes``, the run is whichever of the steps and the budget ends first).
+        max_minutes: stop after the step that crosses this budget, and save.
+        seed: seeds torch, shuffling and dropout: the same seed, data and machine give the same weights.
+        device: ``"auto"`` (cuda, then mps, then cpu) or a torch device.
+        max_length: model window in tokens (default: the model's).
+        progress: the trainer's progress bar and loss lines on the terminal.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+    """
+    for name, value in (("batch_size", batch_size),):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {epochs!r}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
+    if not len(pairs):
+        raise ValueError("no training pairs: every training query lacked positives or candidates")
+    datasets, _ = require_training()
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, CrossEntropyLoss
+    from transformers import PrinterCallback, set_seed
+
+    where = resolve_device(device)
+    set_seed(seed)
+    model = CrossEncoder(base_model, device=where, max_length=max_length)
+    labels: list[Any]
+    if model.num_labels == 1:
+        loss: Any = BinaryCrossEntropyLoss(model)
+        labels = [float(v) for v in pairs.labels]
+    elif model.num_labels == 2:
+        loss = CrossEntropyLoss(model)
+        labels = [int(v) for v in pairs.labels]
+    else:
+        raise ValueError(
+            f"{base_model!r} has {model.num_labels} outputs: fine-tuning trains one-output (relevance logit) or "
+            "two-output (not relevant / relevant) cross-encoders"
+        )
+    rows = datasets.Dataset.from_dict({"query": pairs.queries, "passage": pairs.passages, "label": labels})
+    kind = where.split(":", 1)[0]
+    bf16 = (kind == "cpu" and native_bfloat16()) or (kind == "cuda" and torch.cuda.is_bf16_supported())
+    fp16 = kind == "cuda" and not bf16
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    planned = max(1, math.ceil(steps_per_epoch * epochs))
+    budget, interrupt = _callbacks(max_minutes, progress)
+    with tempfile.TemporaryDirectory(prefix="ce-rerank-train-") as scratch:
+        args = CrossEncoderTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            data_seed=seed,
+            bf16=bf16,
+            fp16=fp16,
+            use_cpu=kind == "cpu",
+            save_strategy="no",
+            report_to="none",
+            logging_steps=max(1, planned // 10),
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+        )
+        schedule = _schedule(planned, max_minutes)
+
+        class Trainer(CrossEncoderTrainer):  # type: ignore[misc]
+            """The trainer with the step-or-time schedule of :func:`_schedule`."""
+
+            def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+                if self.lr_scheduler is None:
+                    opt: Any = optimizer if optimizer is not None else self.optimizer
+                    self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+                return self.lr_scheduler
+
+        trainer = Trainer(
+            model=model, args=args, train_dataset=rows, loss=loss, callbacks=[budget, interrupt, *callbacks]
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        started = time.monotonic()
+        try:
+            output = trainer.train()
+        finally:
+            interrupt.restore()
+        seconds = time.monotonic() - started
+    steps = int(trainer.state.global_step)
+    stopped = "interrupted" if interrupt.pressed else "max-minutes" if budget.hit and steps < planned else "completed"
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    return TrainingResult(
+        steps=steps,
+        planned_steps=planned,
+        pairs_seen=min(steps * batch_size, math.ceil(epochs * len(rows))),
+        stopped=stopped,
+        seconds=round(seconds, 3),
+        loss=float(output.training_loss) if steps else None,
+        precision="bf16" if bf16 else "fp16" if fp16 else "fp32",
+        device=where,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )

@@ -1,0 +1,452 @@
+"""ce-rerank finetune: the split, pair mining, query generation, training, the gate, and the command.
+
+Everything is offline and fast: tiny random cross-encoders (tests/_models.py), the demo corpus
+shipped with the package, and the loopback Ollama stand-in (tests/ollama_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeScorer
+from ollama_server import FakeOllama, compose_question
+
+import ce_rerank.finetune as ft
+from ce_rerank import CrossEncoderScorer
+from ce_rerank.evaluation import Dataset, DatasetError, evaluate_run, load_beir, read_trec_run
+from ce_rerank.workflows.cli import main
+from ce_rerank.workflows.evaluation._significance import paired_comparison
+
+DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
+
+FINETUNE_API = [
+    "CONSISTENCY_TOP",
+    "GATE_METRIC",
+    "MIN_EVAL_QUERIES",
+    "MIN_TRAIN_QUERIES",
+    "FinetuneResult",
+    "GateResult",
+    "GeneratedQueries",
+    "OllamaQueryGenerator",
+    "QueryGenerationError",
+    "QuerySplit",
+    "TrainingPairs",
+    "TrainingResult",
+    "build_prompt",
+    "check_output",
+    "consistency_filter",
+    "finetune",
+    "generate_queries",
+    "holdout_split",
+    "mine_pairs",
+    "run_gate",
+    "split_queries",
+    "train_cross_encoder",
+]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A copy of the demo dataset (7 judged queries) that a test may add files to."""
+    return Path(shutil.copytree(DEMO, tmp_path / "demo"))
+
+
+def _pairs(n: int = 12) -> ft.TrainingPairs:
+    pairs = ft.TrainingPairs()
+    for i in range(n):
+        pairs.add(f"q{i % 3}", "capital of france", "The capital of France is Paris." if i % 2 else "Bananas.", i % 2)
+    return pairs
+
+
+def _weights(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+# -- public surface ------------------------------------------------------------------------
+
+
+def test_finetune_public_names_are_pinned_and_the_alias_is_the_workflow() -> None:
+    import ce_rerank.workflows.finetune as workflow
+
+    assert sorted(ft.__all__) == sorted(FINETUNE_API)
+    assert ft.finetune is workflow.finetune
+    from ce_rerank.finetune import finetune  # the documented import
+
+    assert callable(finetune)
+
+
+# -- split ---------------------------------------------------------------------------------
+
+
+def test_holdout_split_is_seeded_disjoint_and_covers_every_query() -> None:
+    ids = [f"q{i}" for i in range(20)]
+    train, held = ft.holdout_split(ids, holdout=0.3, seed=13)
+    assert len(held) == 6 and len(train) == 14
+    assert not set(train) & set(held) and sorted(train + held) == sorted(ids)
+    assert ft.holdout_split(list(reversed(ids)), holdout=0.3, seed=13) == (train, held)  # order does not matter
+    assert ft.holdout_split(ids, holdout=0.3, seed=14) != (train, held)
+
+
+def test_split_without_train_file_holds_out_queries_that_are_never_trained_on(demo: Path) -> None:
+    split = ft.split_queries(demo, holdout=0.3, seed=13)
+    judged = load_beir(demo).judged_queries
+    assert split.method == "holdout"
+    assert len(split.eval_queries) == 3 and len(split.train_queries) == 4
+    assert not set(split.train_queries) & set(split.eval_queries)
+    assert sorted(split.train_queries + split.eval_queries) == sorted(judged)
+
+
+def test_split_with_a_train_file_drops_training_queries_that_are_also_evaluated(demo: Path) -> None:
+    test_rows = (demo / "qrels" / "test.tsv").read_text().splitlines()
+    header, rows = test_rows[0], test_rows[1:]
+    eval_q = ["q-bees", "q-git", "q-tides"]
+    (demo / "qrels" / "test.tsv").write_text("\n".join([header, *(r for r in rows if r.split("\t")[0] in eval_q)]))
+    # the training file repeats q-bees: it must be evaluated, never trained on
+    train = [r for r in rows if r.split("\t")[0] not in ("q-git", "q-tides")]
+    (demo / "qrels" / "train.tsv").write_text("\n".join([header, *train]))
+    split = ft.split_queries(demo)
+    assert split.method == "files"
+    assert split.eval_queries == eval_q
+    assert "q-bees" not in split.train_queries and len(split.train_queries) == 4
+    assert split.details["dropped_from_training_because_evaluated"] == 1
+
+
+def test_split_rejects_too_few_judged_queries(demo: Path) -> None:
+    with pytest.raises(DatasetError) as err:
+        ft.split_queries(demo, holdout=0.2)
+    assert str(err.value) == (
+        "too few judged queries to evaluate on: 2 held out of qrels/test.tsv (at least 3 needed): judge more "
+        "queries, or raise --holdout"
+    )
+
+
+def test_split_rejects_holdout_together_with_a_train_file(demo: Path) -> None:
+    shutil.copy(demo / "qrels" / "test.tsv", demo / "qrels" / "train.tsv")
+    with pytest.raises(ValueError, match=r"holdout splits qrels/test.tsv when there is no training file"):
+        ft.split_queries(demo, eval_split="test", train_split="train", holdout=0.3)
+
+
+# -- pairs ---------------------------------------------------------------------------------
+
+
+def _toy() -> tuple[Dataset, dict[str, dict[str, float]]]:
+    corpus = {f"d{i}": "x" * (10 + i) for i in range(8)}
+    data = Dataset(
+        name="toy",
+        corpus=corpus,
+        queries={"q1": "query one", "q2": "query two"},
+        qrels={"q1": {"d1": 1, "d3": 2, "d5": 0}, "q2": {"d2": 1}},
+    )
+    run = {q: {f"d{i}": float(10 - i) for i in range(8)} for q in ("q1", "q2")}  # d0 best
+    return data, run
+
+
+def test_hard_negatives_never_include_a_judged_positive() -> None:
+    data, run = _toy()
+    pairs = ft.mine_pairs(data, run, ["q1", "q2"], FakeScorer(), negatives=10, depth=8, negative_filter="none")
+    for qid, label, passage in zip(pairs.query_ids, pairs.labels, pairs.passages, strict=True):
+        doc = next(d for d, t in data.corpus.items() if t == passage)
+        relevant = {d for d, g in data.qrels[qid].items() if g >= 1}
+        assert (doc in relevant) == (label == 1.0)
+    assert pairs.stats["positives"] == 3
+    assert pairs.stats["judged_positives_kept_out_of_pool"] == 3
+    assert "x" * 15 in [
+        p for p, lab in zip(pairs.passages, pairs.labels, strict=True) if lab == 0.0
+    ]  # grade 0: negative
+
+
+def test_false_negative_filter_drops_candidates_the_base_scores_above_every_positive() -> None:
+    data, run = _toy()
+    # FakeScorer scores by length: for q2 (positive d2, 12 chars) d3..d7 are longer, so scored above it
+    pairs = ft.mine_pairs(data, run, ["q2"], FakeScorer(), negatives=10, depth=8, negative_filter="base")
+    negatives = [p for p, lab in zip(pairs.passages, pairs.labels, strict=True) if lab == 0.0]
+    assert sorted(len(p) for p in negatives) == [10, 11]
+    assert pairs.stats["pool_before_filter"] == 7 and pairs.stats["removed_as_false_negatives"] == 5
+
+
+def test_long_documents_train_on_the_window_the_scorer_ranks_them_by(tiny_model_dir: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_length=48, window_tokens=16)
+    long_text = " ".join(["The capital of France is Paris, a city on the Seine."] * 3 + ["Bananas are yellow."] * 8)
+    spans = scorer.window_spans("capital of france", [long_text, "Bananas."])
+    assert len(spans[0]) > 2 and spans[1] == [(0, len("Bananas."))]
+    data = Dataset(
+        name="t",
+        corpus={"long": long_text, "b": "Bananas."},
+        queries={"q": "capital of france"},
+        qrels={"q": {"long": 1}},
+    )
+    pairs = ft.mine_pairs(data, {"q": {"long": 2.0, "b": 1.0}}, ["q"], scorer, negative_filter="none")
+    best = scorer.score("capital of france", [long_text]).spans[0]
+    assert best in spans[0]
+    assert pairs.passages[pairs.labels.index(1.0)] == long_text[best[0] : best[1]]
+    assert pairs.stats["windowed_texts"] == 1
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def test_training_is_seeded_and_reproducible(tiny_model_dir: str, tmp_path: Path) -> None:
+    a = ft.train_cross_encoder(tiny_model_dir, _pairs(), tmp_path / "a", batch_size=4, learning_rate=1e-3, seed=3)
+    ft.train_cross_encoder(tiny_model_dir, _pairs(), tmp_path / "b", batch_size=4, learning_rate=1e-3, seed=3)
+    ft.train_cross_encoder(tiny_model_dir, _pairs(), tmp_path / "c", batch_size=4, learning_rate=1e-3, seed=4)
+    wa, wb, wc = (_weights(tmp_path / n) for n in "abc")
+    assert a.steps == a.planned_steps == 3 and a.stopped == "completed"
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert any((wa[k] != wc[k]).any() for k in wa)
+
+
+def test_max_minutes_stops_training_and_still_saves(tiny_model_dir: str, tmp_path: Path) -> None:
+    result = ft.train_cross_encoder(
+        tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, epochs=3, max_minutes=1e-6, seed=1
+    )
+    assert result.stopped == "max-minutes" and result.steps == 1 and result.planned_steps == 30
+    assert CrossEncoderScorer(str(tmp_path / "m")).score("capital of france", ["Paris."]).raw
+
+
+def test_learning_rate_warms_up_and_decays_over_steps_or_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ce_rerank.workflows.finetune import _train
+
+    by_steps = _train._schedule(100, None)
+    assert [round(by_steps(s), 6) for s in (0, 5, 10, 55, 100)] == [0.1, 0.5, 1.0, 0.5, 0.0]
+    clock = [1000.0]
+    monkeypatch.setattr(_train.time, "monotonic", lambda: clock[0])
+    by_time = _train._schedule(1000, 1.0)  # 1000 steps planned, one minute of budget
+    assert by_time(0) == pytest.approx(0.01)
+    clock[0] += 33.0  # 55% of the budget after 2 steps: the time is further than the steps
+    assert by_time(2) == pytest.approx(0.5)
+    clock[0] += 30.0
+    assert by_time(3) == 0.0
+
+
+def test_ctrl_c_stops_after_the_current_step_and_saves_it(tiny_model_dir: str, tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    class PressCtrlC(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    result = ft.train_cross_encoder(
+        tiny_model_dir, _pairs(40), tmp_path / "i", batch_size=4, seed=1, callbacks=[PressCtrlC()]
+    )
+    assert result.stopped == "interrupted" and result.steps in (2, 3)
+    assert (tmp_path / "i" / "model.safetensors").is_file()
+    assert signal.getsignal(signal.SIGINT) is before  # the user's handler is back
+
+
+def test_saved_model_loads_in_both_adapters_and_scores_like_the_trained_weights(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
+    from transformers import TrainerCallback
+
+    from langchain_ce_rerank import CrossEncoderRerank as LCRerank
+    from llamaindex_ce_rerank import CrossEncoderRerank as LIRerank
+
+    query, texts = "capital of france", ["The capital of France is Paris.", "Bananas are yellow.", "Python tests."]
+    seen: dict[str, list[float]] = {}
+
+    class Capture(TrainerCallback):  # type: ignore[misc]
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            import torch
+
+            tok = model.tokenizer
+            model.eval()  # as the adapters run it: no dropout
+            with torch.inference_mode():
+                feats = tok([query] * len(texts), texts, padding=True, return_tensors="pt")
+                seen["trained"] = model.model(**feats).logits[:, 0].float().tolist()
+
+    out = tmp_path / "tuned"
+    ft.train_cross_encoder(
+        tiny_model_dir, _pairs(), out, batch_size=4, learning_rate=1e-2, seed=2, callbacks=[Capture()]
+    )
+    base = CrossEncoderScorer(tiny_model_dir, dtype="float32").score(query, texts).raw
+    docs = LCRerank(model=str(out), top_n=None, dtype="float32").compress_documents(
+        [Document(page_content=t, id=str(i)) for i, t in enumerate(texts)], query
+    )
+    lc = {int(d.id): d.metadata["ce_raw_score"] for d in docs}  # type: ignore[arg-type]
+    nodes = LIRerank(model=str(out), top_n=None, dtype="float32", metadata_mode=MetadataMode.NONE).postprocess_nodes(
+        [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=1.0) for i, t in enumerate(texts)], query_str=query
+    )
+    li = {int(n.node.node_id): n.node.metadata["ce_raw_score"] for n in nodes}
+    for i, want in enumerate(seen["trained"]):
+        assert lc[i] == pytest.approx(want, abs=1e-4) and li[i] == pytest.approx(want, abs=1e-4)
+    assert any(abs(b - t) > 1e-3 for b, t in zip(base, seen["trained"], strict=True))  # training changed it
+
+
+# -- the gate ------------------------------------------------------------------------------
+
+
+def test_paired_comparison_counts_changes_and_matches_scipy() -> None:
+    from scipy.stats import ttest_rel
+
+    a = {"1": {"ndcg@10": 0.2}, "2": {"ndcg@10": 0.5}, "3": {"ndcg@10": 0.4}, "4": {"ndcg@10": 0.9}}
+    b = {"1": {"ndcg@10": 0.6}, "2": {"ndcg@10": 0.5}, "3": {"ndcg@10": 0.3}, "4": {"ndcg@10": 1.0}}
+    c = paired_comparison(a, b)
+    assert (c.better, c.worse, c.same) == (2, 1, 1)
+    want = ttest_rel([0.6, 0.5, 0.3, 1.0], [0.2, 0.5, 0.4, 0.9])
+    assert c.p_value == pytest.approx(want.pvalue) and c.delta == pytest.approx(0.1)
+    same = paired_comparison(a, a)
+    assert (same.p_value, same.t, same.same) == (1.0, 0.0, 4)
+
+
+def test_gate_passes_only_a_reranker_better_than_the_base_on_held_out_ndcg() -> None:
+    data = load_beir(DEMO)
+    run = {q: {d: 1.0 for d in data.corpus} for q in data.judged_queries}
+    relevant = {d for q in data.judged_queries for d, g in data.qrels[q].items() if g >= 1}
+    good = FakeScorer({data.corpus[d]: 1e6 for d in relevant})  # judged documents first (others: their length)
+    bad = FakeScorer({data.corpus[d]: -100.0 for d in relevant})  # judged documents last
+    kwargs: dict[str, Any] = {"first_stage_name": "flat", "candidates": 100}
+    up = ft.run_gate(data, run, data.judged_queries, bad, good, **kwargs)
+    down = ft.run_gate(data, run, data.judged_queries, good, bad, **kwargs)
+    assert up.passed and up.verdict.startswith("tuned reranker is better than the base: held-out NDCG@10")
+    assert not down.passed and "NOT better than the base" in down.verdict and down.verdict.endswith("do not ship it")
+    assert up.metrics["tuned"]["ndcg@10"] > up.metrics["base"]["ndcg@10"]
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
+    tiny_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tuned"
+    argv = [
+        "finetune",
+        str(demo),
+        "--model",
+        tiny_model_dir,
+        "--output",
+        str(out),
+        "--candidates",
+        "20",
+        "--learning-rate",
+        "1e-12",
+        "--fusion",
+        "rrf",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    status = main(argv)
+    report = json.loads((out / "report.json").read_text())
+    # a learning rate of 1e-12 leaves the weights where they were: not better, so exit 3
+    assert status == 3 and report["passed"] is False and "NOT better" in capsys.readouterr().out
+    for key in ("first_stage", "base", "tuned", "train_queries", "eval_queries", "verdict"):
+        assert key in report
+    assert set(report["tuned"]) == {"ndcg@10", "mrr@10", "recall@100", "map"}
+    assert not set(report["train_queries"]) & set(report["eval_queries"])
+    assert report["training"]["steps"] >= 1 and report["pairs"]["pairs"] > 0
+    assert report["eval_queries_without_candidates"] == 0
+    data = load_beir(demo)
+    for name in ("first_stage", "base", "tuned", "tuned+rrf"):
+        run = read_trec_run(out / f"{name}.run")
+        assert set(run) == set(report["eval_queries"])
+        means, _ = evaluate_run(data.qrels, run, query_ids=report["eval_queries"])
+        assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-6)  # anyone can recompute it
+    assert (out / "ndcg10_per_query.png").is_file()
+    assert CrossEncoderScorer(str(out / "model")).score("bees", ["bees dance"]).raw
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--first-stage", "splade"], "unknown first stage 'splade': use bm25, dense:MODEL"),
+        (["--first-stage", "run:/nonexistent.run"], "first stage run:/nonexistent.run: no such file"),
+        (["--generate-queries", "openai:gpt"], "unknown query generator 'openai:gpt': use ollama:MODEL"),
+        (["--holdout", "0.1"], "too few judged queries to evaluate on: 1 held out of qrels/test.tsv"),
+        (["--eval-split", "dev"], "has no qrels/dev.tsv: a BEIR-layout dataset needs it (qrels)"),
+    ],
+)
+def test_cli_finetune_rejects_bad_input_before_loading_the_model(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    # --model names no model: reaching the model would fail with another message
+    status = main(
+        ["finetune", str(demo), "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "o"), *extra]
+    )
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_finetune_rejects_unusable_output_folders_before_any_work(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "report.json").write_text("{}")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = {
+        str(taken): "is not empty: give a new or empty folder (finetune never overwrites a model)",
+        str(a_file): "is a file: give a folder",
+        str(a_file / "sub"): "cannot write to the output folder",
+    }
+    for output, message in cases.items():
+        assert main(["finetune", str(demo), "--model", str(tmp_path / "none"), "--output", output]) == 2
+        assert message in capsys.readouterr().err
+    assert (taken / "report.json").read_text() == "{}"
+
+
+def test_cli_finetune_without_qrels_names_the_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "noqrels"
+    data.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        shutil.copy(DEMO / name, data / name)
+    assert main(["finetune", str(data), "--model", "m", "--output", str(tmp_path / "o")]) == 2
+    assert "has no qrels/test.tsv" in capsys.readouterr().err
+
+
+# -- generated queries ---------------------------------------------------------------------
+
+
+def test_generated_queries_train_the_model_and_evaluation_stays_on_judged_queries(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    with FakeOllama(embed_models=()) as server:
+        result = ft.finetune(
+            DEMO,
+            model=CrossEncoderScorer(tiny_model_dir, dtype="float32"),
+            output=tmp_path / "gen",
+            generate_queries="ollama:llama3.2",
+            generate_count=12,
+            candidates=20,
+            ollama_host=server.host,
+            plot=False,
+        )
+        prompts = [r.body["prompt"] for r in server.calls("/api/generate")]
+    report = result.report
+    assert len(prompts) == 12 and all(p.count("Question:") == 4 for p in prompts)  # 3 shots + the ask
+    assert report["eval_queries"] == sorted(load_beir(DEMO).judged_queries)  # every judged query evaluated
+    assert report["train_queries"] and all(q.startswith("gen-") for q in report["train_queries"])
+    gen = report["generated"]
+    assert gen["generated"] == 12
+    assert gen["kept_by_consistency_filter"] + gen["dropped_by_consistency_filter"] == 12
+    assert gen["kept_by_consistency_filter"] == len(report["train_queries"])
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "generated_queries.jsonl").read_text().splitlines()]
+    assert [r["_id"] for r in rows] == report["train_queries"]
+    assert all(r["text"] == compose_question(r["passage"]) for r in rows)
+
+
+def test_query_generation_names_the_fix_when_ollama_lacks_the_model_or_is_not_there(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["finetune", str(demo), "--model", str(tmp_path / "none"), "--generate-queries", "ollama:nope"]
+    with FakeOllama(embed_models=()) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.host)
+        assert main([*argv, "--output", str(tmp_path / "a")]) == 2
+        assert "does not have 'nope' (it has: llama3.2): run `ollama pull nope`" in capsys.readouterr().err
+        assert not server.calls("/api/generate")
+    monkeypatch.setenv("OLLAMA_HOST", server.host)  # stopped now: nothing listens there
+    assert main([*argv, "--output", str(tmp_path / "b")]) == 2
+    assert f"could not reach Ollama at http://{server.host}" in capsys.readouterr().err
