@@ -91,14 +91,14 @@ def run_gate(
     runs: dict[str, Run] = {"first_stage": fs}
     scorers = {"base": _Memo(base), "tuned": _Memo(tuned)}
     for name, scorer in scorers.items():
-        runs[name] = rerank_run(dataset, fs, Reranker(scorer, top_n=None), top_n=candidates, progress=progress)
+        runs[name] = rerank_run(dataset, fs, Reranker(scorer, top_n=None), candidates=candidates, progress=progress)
     if fusion is not None:
         for name, scorer in scorers.items():
             runs[f"{name}+{fusion}"] = rerank_run(
                 dataset,
                 fs,
                 Reranker(scorer, top_n=None, fusion=fusion),
-                top_n=candidates,
+                candidates=candidates,
             )
     metrics: dict[str, dict[str, float]] = {}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
@@ -191,7 +191,7 @@ def write_outputs(
             dataset=dataset_name,
             first_stage_name=first_stage_name,
             model=model,
-            top_n=candidates,
+            candidates=candidates,
             first_stage=gate.metrics["first_stage"],
             reranked=gate.metrics["tuned"],
             per_query=[QueryResult(q, first[q], tuned[q]) for q in first],
