@@ -48,6 +48,10 @@ import json, sys, traceback
 blocks = json.loads(sys.stdin.read())
 prelude = {}
 exec(compile(sys.argv[1], "<prelude>", "exec"), prelude)
+# Outputs the examples write (tuned/) go to a scratch folder that sees the checkout's data as its own.
+import os
+os.symlink(os.path.abspath("ce_rerank"), os.path.join(sys.argv[2], "ce_rerank"))
+os.chdir(sys.argv[2])
 report, namespaces = [], {}
 for section, code in blocks:
     ns = namespaces.setdefault(section, dict(prelude))
@@ -83,7 +87,11 @@ def test_every_readme_python_example_runs_as_written(tiny_model_dir: str, tmp_pa
     cache_as_hub_model(tiny_model_dir, hf_home, DEFAULT_MODEL)
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     blocks = readme_blocks()
-    report = run_python(RUNNER, PRELUDE, env=env, stdin=json.dumps(blocks), timeout=600)
+    scratch = tmp_path / "cwd"
+    scratch.mkdir()
+    report = run_python(RUNNER, PRELUDE, str(scratch), env=env, stdin=json.dumps(blocks), timeout=600)
+    if any(code.lstrip().startswith("from ce_rerank.finetune") for _, code in blocks):
+        assert (scratch / "tuned" / "report.json").is_file()  # the fine-tuning example ran and wrote its report
     failures = [f"{section}:\n{outcome}" for section, outcome in report if outcome != "ok"]
     assert not failures, "\n".join(failures)
     assert len(report) == len(blocks) >= 8

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from ..._local import native_bfloat16, resolve_device
+from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
 
 EXTRA = "ce-rerank[train]"
@@ -200,7 +201,8 @@ def train_cross_encoder(
 
     where = resolve_device(device)
     set_seed(seed)
-    model = CrossEncoder(base_model, device=where, max_length=max_length)
+    with model_source(base_model) as source:  # fail fast offline; no progress bars while loading
+        model = CrossEncoder(base_model, device=where, max_length=max_length, **source)
     labels: list[Any]
     if model.num_labels == 1:
         loss: Any = BinaryCrossEntropyLoss(model)
@@ -263,7 +265,8 @@ def train_cross_encoder(
     stopped = "interrupted" if interrupt.pressed else "max-minutes" if budget.hit and steps < planned else "completed"
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    with quiet_progress_bars():
+        model.save_pretrained(str(out))
     return TrainingResult(
         steps=steps,
         planned_steps=planned,
