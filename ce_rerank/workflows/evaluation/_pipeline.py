@@ -16,6 +16,7 @@ from ..._scores import Scorer
 from ._data import MIN_DEPTH, Dataset, DatasetError, Run, _cut, _require, ranked_ids, write_trec_run
 from ._first_stage import first_stage_run
 from ._metrics import METRICS, evaluate_run
+from ._plot import per_query_scatter
 
 
 def _progress() -> Any:
@@ -309,30 +310,13 @@ def evaluate_reranking(
 
 def plot_per_query(result: EvaluationResult, path: str | os.PathLike[str], *, metric: str = "ndcg@10") -> Path:
     """Scatter plot of each query's ``metric`` before (x) against after (y) reranking, as a PNG."""
-    matplotlib = _require("matplotlib", "the per-query plot")
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    xs = [r.before[metric] for r in result.per_query]
-    ys = [r.after[metric] for r in result.per_query]
     better, worse, same = result.changes(metric)
-    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
-    try:
-        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", zorder=1)
-        colors = ["tab:green" if y > x else "tab:red" if y < x else "0.4" for x, y in zip(xs, ys, strict=True)]
-        ax.scatter(xs, ys, s=18, c=colors, alpha=0.7, zorder=2)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_aspect("equal")
-        ax.set_xlabel(f"{metric.upper()} first stage ({result.first_stage_name})")
-        ax.set_ylabel(f"{metric.upper()} reranked (top {result.candidates})")
-        ax.set_title(
-            f"{result.dataset}: {result.queries} queries; better {better}, worse {worse}, same {same}\n"
-            f"mean {result.first_stage[metric]:.3f} -> {result.reranked[metric]:.3f}",
-            fontsize=9,
-        )
-        out = Path(path)
-        fig.savefig(out, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return out
+    return per_query_scatter(
+        [r.before[metric] for r in result.per_query],
+        [r.after[metric] for r in result.per_query],
+        path,
+        xlabel=f"{metric.upper()} first stage ({result.first_stage_name})",
+        ylabel=f"{metric.upper()} reranked (top {result.candidates})",
+        title=f"{result.dataset}: {result.queries} queries; better {better}, worse {worse}, same {same}\n"
+        f"mean {result.first_stage[metric]:.3f} -> {result.reranked[metric]:.3f}",
+    )

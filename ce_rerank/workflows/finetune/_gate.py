@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from ..._reranker import Reranker
 from ..._scores import Scorer, Scores
-from ..evaluation._data import Dataset, Run, _require, write_trec_run
+from ..evaluation._data import Dataset, Run, write_trec_run
 from ..evaluation._metrics import evaluate_run
 from ..evaluation._pipeline import EvaluationResult, QueryResult, plot_per_query, rerank_run
+from ..evaluation._plot import per_query_scatter
 from ..evaluation._significance import PairedComparison, paired_comparison
 
 GATE_METRIC = "ndcg@10"
@@ -132,34 +133,17 @@ def run_gate(
 
 def plot_base_vs_tuned(gate: GateResult, path: str | os.PathLike[str], *, title: str) -> Path:
     """Scatter of each held-out query's NDCG@10 with the base (x) and the tuned (y) reranker, as a PNG."""
-    matplotlib = _require("matplotlib", "the per-query plot")
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     qids = list(gate.per_query["base"])
-    xs = [gate.per_query["base"][q][GATE_METRIC] for q in qids]
-    ys = [gate.per_query["tuned"][q][GATE_METRIC] for q in qids]
     c = gate.tuned_vs_base
-    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=100)
-    try:
-        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", zorder=1)
-        colors = ["tab:green" if y > x else "tab:red" if y < x else "0.4" for x, y in zip(xs, ys, strict=True)]
-        ax.scatter(xs, ys, s=18, c=colors, alpha=0.7, zorder=2)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_aspect("equal")
-        ax.set_xlabel("NDCG@10 base reranker")
-        ax.set_ylabel("NDCG@10 tuned reranker")
-        ax.set_title(
-            f"{title}: {c.queries} held-out queries; better {c.better}, worse {c.worse}, same {c.same}\n"
-            f"mean {c.mean_a:.3f} -> {c.mean_b:.3f} (paired t-test p={c.p_value:.3g})",
-            fontsize=9,
-        )
-        out = Path(path)
-        fig.savefig(out, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return out
+    return per_query_scatter(
+        [gate.per_query["base"][q][GATE_METRIC] for q in qids],
+        [gate.per_query["tuned"][q][GATE_METRIC] for q in qids],
+        path,
+        xlabel="NDCG@10 base reranker",
+        ylabel="NDCG@10 tuned reranker",
+        title=f"{title}: {c.queries} held-out queries; better {c.better}, worse {c.worse}, same {c.same}\n"
+        f"mean {c.mean_a:.3f} -> {c.mean_b:.3f} (paired t-test p={c.p_value:.3g})",
+    )
 
 
 def write_outputs(
