@@ -1,10 +1,9 @@
-"""The local scorer: a sentence-transformers ``CrossEncoder`` in this process.
+"""The local scorer: a cross-encoder in this process, on torch (sentence-transformers) or OpenVINO.
 
-One loaded model per (model, device, dtype, quantize, backend, max_length, trust_remote_code) in a
-process, shared by every scorer that asks for the same thing; loading is lazy and
-thread-safe. Each call tokenises every distinct text once, splits texts longer than the
-model window into overlapping windows (or truncates them, with a warning), orders all
-(query, window) pairs by token length and scores them in token-budget batches.
+Each call tokenises every distinct text once, splits texts longer than the model window into
+overlapping windows (or truncates them, with a warning), orders all (query, window) pairs by token
+length and scores them in token-budget batches; the engines differ only in how a batch is run.
+Loaded models are shared process-wide (``_loading``); the ``auto`` rules live in ``_resolve``.
 """
 
 from __future__ import annotations
@@ -12,24 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import sys
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._loading import (
+    _get_model,
+    _LoadedModel,
+    _registry_lock,
+    _score_caches,
+    _ScoreCache,
+    clear_model_cache,
+    loaded_models,
+)
 from ._prompts import PairFrame, fit_query, measure, pair_frame
+from ._resolve import native_bfloat16, resolve_backend, resolve_device, resolve_dtype, resolve_quantize
 from ._scores import Scores
-from ._sources import model_source
-from .exceptions import ModelLoadError, QueryTruncationWarning, TruncationWarning, WindowCapWarning
+from .exceptions import QueryTruncationWarning, TruncationWarning, WindowCapWarning
 
 if TYPE_CHECKING:
     import torch
-    from sentence_transformers import CrossEncoder
 
 __all__ = ["CrossEncoderScorer", "DEFAULT_MODEL", "clear_model_cache", "loaded_models", "native_bfloat16"]
 
@@ -42,375 +45,6 @@ LongText = Literal["window", "truncate"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Quantize = Literal["auto", "none", "int8"]
 Backend = Literal["auto", "torch", "onnx", "openvino"]
-
-
-def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"``: cuda, then mps, then cpu. Anything else is passed through.
-
-    A CPU-only torch build answers "cpu" without importing torch (read from its version file), so
-    that a process serving a cached OpenVINO model never loads torch.
-    """
-    if device not in (None, "auto"):
-        return str(device)
-    if "torch" not in sys.modules and _cpu_only_torch():
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _cpu_only_torch() -> bool:
-    """Whether the installed torch is a CPU-only build (no CUDA, no ROCm; not macOS, which may have MPS)."""
-    import importlib.util
-
-    if sys.platform == "darwin":
-        return False
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    try:
-        text = open(os.path.join(next(iter(spec.submodule_search_locations)), "version.py"), encoding="utf-8").read()
-    except OSError:
-        return False
-    found = dict(re.findall(r"^(cuda|hip)\b[^=]*=\s*(.+?)\s*$", text, flags=re.M))
-    return found.get("cuda") == "None" and found.get("hip") == "None"
-
-
-def resolve_backend(backend: str, device: str) -> str:
-    """``auto``: OpenVINO when it is installed and the device is the CPU, torch otherwise.
-
-    ``auto`` falls back to torch at load time for a model the OpenVINO engine does not convert
-    (anything but a BERT-family sequence classifier). ``"openvino"`` without the extra installed
-    raises an ImportError naming it.
-    """
-    if backend not in ("auto", "torch", "onnx", "openvino"):
-        raise ValueError(f"backend must be 'auto', 'torch', 'onnx' or 'openvino', got {backend!r}")
-    on_cpu = device.split(":", 1)[0] == "cpu"
-    from . import _openvino
-
-    if backend == "auto":
-        return "auto" if on_cpu and _openvino.available() else "torch"
-    if backend == "openvino":
-        _openvino.require()
-        if not on_cpu:
-            raise ValueError(
-                f"backend='openvino' runs on the CPU (device is {device!r}); use device='cpu' or backend='torch'"
-            )
-    return backend
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products natively (AVX512-BF16 or AMX).
-
-    Asked of torch (which reads the CPU's feature flags), not of a list of known hosts.
-    """
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(cpu, probe, None)
-        try:
-            if check is not None and check():
-                return True
-        except Exception:  # pragma: no cover - a torch build without the probe's backing code
-            continue
-    return False
-
-
-def resolve_dtype(dtype: str, device: str, backend: str = "torch") -> str:
-    """``auto``: the fastest precision that passed the fidelity gate (benchmarks/fidelity.py).
-
-    float16 on CUDA; bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX): autocast on
-    torch, where it ran 1.7-1.8x faster than float32 with NDCG@10 within 0.005 of it, bfloat16
-    inference precision on OpenVINO (whose CPU plugin is asked about bfloat16, so torch is not
-    imported); exact float32 everywhere else. ``"float32"`` forces exact scores (identical to
-    ``CrossEncoder.predict``) on either engine.
-    """
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got {dtype!r}")
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return "float16"
-        if device.split(":", 1)[0] == "cpu":
-            if backend in ("auto", "openvino"):
-                from ._openvino import native_bfloat16 as openvino_bfloat16
-
-                if openvino_bfloat16():
-                    return "bfloat16"
-            elif native_bfloat16():
-                return "bfloat16"
-        return "float32"
-    if dtype == "float16" and not device.startswith("cuda"):
-        raise ValueError(f"dtype='float16' needs a CUDA device (device is {device!r}); use dtype='bfloat16' on CPU")
-    return dtype
-
-
-def resolve_quantize(quantize: str, dtype: str, device: str, backend: str) -> str:
-    """``auto``: no quantisation. Neither int8 path passed the fidelity gate (benchmarks/README.md): torch
-    dynamic int8 moved WikiQA NDCG@10 by -0.052 against float32, OpenVINO static int8 (NNCF) kept NDCG@10
-    but not the order (median Kendall tau below 0.98), so neither is picked for you. ``"int8"`` asks for
-    it where speed matters more: NNCF static int8 on the OpenVINO engine (``backend="auto"``/``"openvino"``),
-    torch dynamic int8 with ``backend="torch"``; CPU, float32 outside the int8 products.
-    """
-    if quantize not in ("auto", "none", "int8"):
-        raise ValueError(f"quantize must be one of 'auto', 'none', 'int8', got {quantize!r}")
-    if quantize != "int8":
-        return "none"
-    if backend not in ("auto", "torch", "openvino") or device.split(":", 1)[0] != "cpu":
-        raise ValueError(
-            f"quantize='int8' runs on the CPU with the OpenVINO or torch engine (device is {device!r}, "
-            f"backend {backend!r}); use device='cpu', backend='openvino' or 'torch', or quantize='none'"
-        )
-    if dtype not in ("auto", "float32"):
-        raise ValueError(
-            f"quantize='int8' quantises float32 activations; it does not combine with dtype={dtype!r}: "
-            "leave dtype='auto' or set dtype='float32'"
-        )
-    return "int8"
-
-
-@dataclass
-class _LoadedModel:
-    """A loaded cross-encoder and what every call needs to know about it."""
-
-    model: CrossEncoder
-    device: str
-    dtype: str
-    max_length: int
-    num_labels: int
-    lock: threading.Lock
-    backend: str = "torch"
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer the planning calls (a transformers tokenizer here; ``tokenizers`` on OpenVINO)."""
-        return self.model.tokenizer
-
-
-_registry: dict[tuple[Any, ...], Any] = {}  # _LoadedModel, or _openvino.OpenVINOModel
-_registry_lock = threading.Lock()
-_key_locks: dict[tuple[Any, ...], threading.Lock] = {}
-
-
-def loaded_models() -> int:
-    """How many distinct models this process holds (one per configuration)."""
-    with _registry_lock:
-        return len(_registry)
-
-
-def clear_model_cache() -> None:
-    """Forget every loaded model and every cached score (the next call loads again)."""
-    with _registry_lock:
-        _registry.clear()
-        _key_locks.clear()
-        _score_caches.clear()
-
-
-class _ScoreCache:
-    """Least-recently-used (query, text) -> (raw score, best window span), for one configuration.
-
-    Thread-safe. Sized in entries; each entry holds references to its query and text strings.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: OrderedDict[tuple[str, str], tuple[float, tuple[int, int] | None]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get_many(self, query: str, texts: list[str]) -> dict[str, tuple[float, tuple[int, int] | None]]:
-        found = {}
-        with self.lock:
-            for t in texts:
-                hit = self.entries.get((query, t))
-                if hit is not None:
-                    self.entries.move_to_end((query, t))
-                    found[t] = hit
-        return found
-
-    def put_many(self, query: str, items: dict[str, tuple[float, tuple[int, int] | None]]) -> None:
-        with self.lock:
-            for t, value in items.items():
-                self.entries[(query, t)] = value
-                self.entries.move_to_end((query, t))
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-# One score cache per (model configuration, windowing settings, size), shared by every scorer
-# with those settings: the adapters build a scorer per call, and they must all hit the same cache.
-_score_caches: dict[tuple[Any, ...], _ScoreCache] = {}
-
-
-def _get_model(key: tuple[Any, ...]) -> Any:
-    with _registry_lock:
-        hit = _registry.get(key)
-        if hit is not None:
-            return hit
-        key_lock = _key_locks.setdefault(key, threading.Lock())
-    with key_lock:  # one loader per key; other keys load in parallel
-        with _registry_lock:
-            hit = _registry.get(key)
-        if hit is None:
-            hit = _load(*key)
-            with _registry_lock:
-                _registry[key] = hit
-        return hit
-
-
-def _load(
-    model: str,
-    device: str,
-    dtype: str,
-    quantize: str,
-    backend: str,
-    max_length: int | None,
-    trust_remote_code: bool,
-) -> Any:
-    if backend in ("auto", "openvino"):
-        engine = _load_openvino(model, dtype, quantize, max_length, trust_remote_code, fallback=backend == "auto")
-        if engine is not None:
-            return engine
-        if backend == "openvino":
-            raise ModelLoadError(
-                model,
-                "backend='openvino' converts BERT-family sequence classifiers "
-                f"({', '.join(_openvino_supported())}); this model is another architecture",
-                "use backend='torch' (or backend='auto', which picks torch for it)",
-            )
-        backend = "torch"  # auto: what OpenVINO does not convert runs on torch
-    try:
-        from sentence_transformers import CrossEncoder
-    except ImportError as exc:  # pragma: no cover - a hard dependency
-        raise ImportError("ce-rerank needs sentence-transformers: pip install ce-rerank") from exc
-
-    logger.info("loading cross-encoder %s on %s (%s, quantize=%s, %s)", model, device, dtype, quantize, backend)
-    try:
-        with model_source(model) as source:  # a file, offline, an unreachable hub: fail fast; no progress bars
-            ce = CrossEncoder(
-                model,
-                device=device,
-                backend=backend,  # type: ignore[arg-type]
-                trust_remote_code=trust_remote_code,
-                max_length=max_length,
-                **source,
-            )
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise _load_error(model, exc, trust_remote_code=trust_remote_code, backend=backend) from exc
-
-    config = getattr(ce.model, "config", None)
-    architectures = list(getattr(config, "architectures", None) or [])
-    if architectures and all(a.endswith("Model") for a in architectures):
-        raise ModelLoadError(
-            model,
-            f"it is a bare encoder ({', '.join(architectures)}), e.g. an embedding model, with no trained "
-            "relevance head: scores would come from randomly initialised weights",
-            "use a cross-encoder (a *ForSequenceClassification model trained for reranking), "
-            "e.g. cross-encoder/ms-marco-MiniLM-L-6-v2",
-        )
-    num_labels = int(ce.num_labels)
-    if num_labels not in (1, 2):
-        raise ModelLoadError(
-            model,
-            f"the model has {num_labels} outputs; a reranker has one (a relevance logit) or two "
-            "(not relevant / relevant)",
-            "use a cross-encoder trained for reranking",
-        )
-    tokenizer = ce.tokenizer
-    if tokenizer is None:
-        raise ModelLoadError(model, "the model has no text tokenizer", "use a text cross-encoder")
-    effective = max_length or int(getattr(ce, "max_seq_length", None) or tokenizer.model_max_length)
-    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
-    if effective > 100_000 and positions:  # tokenizer without a limit: the model's positions decide
-        effective = positions
-    if getattr(ce, "max_seq_length", None) != effective:
-        ce.max_seq_length = effective
-    ce.eval()
-    if backend == "torch":
-        from ._speed import first_token_last_layer, quantize_int8, store_linears_in
-
-        first_token_last_layer(ce.model, tokenizer)
-        if quantize == "int8":
-            quantize_int8(ce.model)
-        elif dtype != "float32":
-            store_linears_in(ce.model, dtype)
-    return _LoadedModel(
-        model=ce, device=device, dtype=dtype, max_length=effective, num_labels=num_labels, lock=threading.Lock()
-    )
-
-
-def _openvino_supported() -> tuple[str, ...]:
-    from ._openvino import SUPPORTED
-
-    return SUPPORTED
-
-
-def _load_openvino(
-    model: str, dtype: str, quantize: str, max_length: int | None, trust_remote_code: bool, *, fallback: bool
-) -> Any | None:
-    """The OpenVINO engine (from its disk cache, converting on the first start), or None for another
-    architecture (or, with ``fallback``, a failed conversion).
-
-    The conversion loads the model through :func:`_load` on torch in float32, so it gets our exact rewrites.
-    """
-    from . import _openvino
-
-    return _openvino.load(
-        model,
-        dtype=dtype,
-        quantize=quantize,
-        max_length=max_length,
-        trust_remote_code=trust_remote_code,
-        load_torch=lambda: _load(model, "cpu", "float32", "none", "torch", max_length, trust_remote_code),
-        load_error=lambda exc: _load_error(model, exc, trust_remote_code=trust_remote_code),
-        fallback=fallback,
-    )
-
-
-def _load_error(model: str, exc: BaseException, *, trust_remote_code: bool, backend: str = "torch") -> ModelLoadError:
-    text = f"{type(exc).__name__}: {exc}"
-    if backend != "torch" and "Optimum" in str(exc):
-        return ModelLoadError(
-            model,
-            f"backend={backend!r} needs Hugging Face Optimum, which is not installed ({exc}). Note: optimum-onnx "
-            "pins transformers < 4.58, so it cannot be installed beside sentence-transformers 6",
-            "use backend='torch' (the default; bfloat16 autocast where the CPU has it, quantize='int8' on request)",
-        )
-    looks_local = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
-    if "trust_remote_code" in text and not trust_remote_code:
-        return ModelLoadError(
-            model,
-            "the model ships its own Python code, which ce-rerank does not run unless told to",
-            "pass trust_remote_code=True if you have read and trust that code",
-        )
-    if os.path.isdir(os.path.expanduser(model)):
-        return ModelLoadError(
-            model,
-            f"the directory exists but holds no loadable cross-encoder ({text})",
-            "point model= at a directory written by CrossEncoder.save_pretrained or downloaded from the hub, "
-            "with config.json, the weights and the tokenizer files",
-        )
-    if looks_local:
-        return ModelLoadError(
-            model,
-            "no such directory",
-            "check the path, or give a Hugging Face hub id such as 'cross-encoder/ms-marco-MiniLM-L-6-v2'",
-        )
-    return ModelLoadError(
-        model,
-        f"it is not a local directory and could not be fetched from the Hugging Face hub ({text})",
-        "check the model id; if this machine cannot reach the hub, download the model where it can "
-        "(CrossEncoder(id).save_pretrained(dir)), copy the directory here and pass model=<that directory>",
-    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..._local import native_bfloat16, resolve_device
+from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
 
