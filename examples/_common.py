@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from ce_rerank import DEFAULT_MODEL, CrossEncoderScorer
+from ce_rerank.workflows.finetune._generate import ollama_url  # OLLAMA_HOST as host:port or URL (LlamaIndex ignores it)
 
 DEMO_CORPUS = Path(str(resources.files("ce_rerank") / "data" / "demo"))
 DEFAULT_QUESTION = "How do honeybees tell other bees where to find flowers?"
@@ -66,26 +66,6 @@ def load_corpus(directory: str | Path) -> list[Passage]:
     if not passages:
         raise CorpusError(f"{path} holds no passages")
     return passages
-
-
-def ollama_url(host: str | None = None) -> str:
-    """The Ollama base URL from ``host`` or ``OLLAMA_HOST`` (default ``http://127.0.0.1:11434``).
-
-    Written here because LlamaIndex's Ollama classes ignore ``OLLAMA_HOST`` and need a full URL,
-    while ``OLLAMA_HOST`` is often just ``host:port``.
-    """
-    value = (host or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
-    if not value:
-        return "http://127.0.0.1:11434"
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        scheme, rest = "http", value
-    netloc, slash, path = rest.partition("/")
-    if netloc.startswith(":"):
-        netloc = "127.0.0.1" + netloc
-    if ":" not in netloc.rpartition("]")[2]:  # no port given
-        netloc += ":11434" if not sep else (":443" if scheme == "https" else ":80")
-    return f"{scheme}://{netloc}{slash}{path}"
 
 
 class EmbeddingDimensionError(ValueError):
