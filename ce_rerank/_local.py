@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._batching import plan_batches
 from ._loading import (
     _get_model,
     _LoadedModel,
@@ -370,17 +371,10 @@ class CrossEncoderScorer:
         )
 
     def _batches(self, pairs: list[_Pair]) -> Iterator[list[int]]:
-        """Pair indices, longest first, in batches bounded by pairs and by padded tokens."""
-        order = sorted(range(len(pairs)), key=lambda i: -pairs[i].length)
-        batch: list[int] = []
-        for i in order:
-            longest = pairs[batch[0]].length if batch else pairs[i].length
-            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * longest > self.max_batch_tokens):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        """Pair indices, longest first, in batches bounded by pairs and by padded tokens (see ``_batching``)."""
+        return plan_batches(
+            [p.length for p in pairs], batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
+        )
 
     # -- scoring -----------------------------------------------------------------------
 
