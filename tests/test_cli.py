@@ -120,6 +120,16 @@ def test_quantize_that_does_not_combine_with_the_dtype_is_a_one_line_error(
     assert_one_line_error(capsys.readouterr().err, "leave dtype='auto' or set dtype='float32'")
 
 
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_the_backend_flag_picks_the_engine(backend: str, tiny_model_dir: str) -> None:
+    from ce_rerank.workflows.cli import build_parser
+    from ce_rerank.workflows.cli._common import _scorer
+
+    args = build_parser().parse_args(["rerank", "--model", tiny_model_dir, "--query", "q", "--docs", "-", "--backend", backend])
+    scorer = _scorer(args)
+    assert scorer.backend == backend and scorer.load().backend == backend
+
+
 def test_rerank_with_a_missing_docs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rerank", "--model", "m", "--query", "q", "--docs", str(tmp_path / "none.jsonl")]) == 2
     assert_one_line_error(capsys.readouterr().err, "--docs: no such file")
