@@ -204,6 +204,57 @@ def test_training_is_seeded_and_reproducible(tiny_model_dir: str, tmp_path: Path
     assert any((wa[k] != wc[k]).any() for k in wa)
 
 
+def test_training_batches_group_similar_lengths_and_cover_every_row_once_per_epoch() -> None:
+    import random
+
+    from ce_rerank.workflows.finetune._sampler import MEGA_BATCHES, length_grouped
+
+    rng = random.Random(5)
+    lengths = [rng.randint(20, 512) for _ in range(1000)]
+    sampler = length_grouped(lengths)(list(range(1000)), batch_size=8, drop_last=False, seed=13)
+    epochs = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 125
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+        epochs.append(batches)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in epochs[0])
+    shuffled = list(range(1000))
+    random.Random(0).shuffle(shuffled)
+    random_padded = sum(8 * max(lengths[i] for i in shuffled[k : k + 8]) for k in range(0, 1000, 8))
+    assert padded < 0.75 * random_padded  # random batches pad to their longest row
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == epochs[0]  # and the same order for the same seed and epoch
+    firsts = [lengths[b[0]] for b in epochs[0][:MEGA_BATCHES]]
+    assert firsts != sorted(firsts, reverse=True)  # batches are shuffled, not served longest first
+
+
+def test_the_trainer_draws_its_batches_from_the_length_grouped_sampler(
+    tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ce_rerank.workflows.finetune import _sampler, _train
+
+    built: list[Any] = []
+
+    def spy(lengths: Any) -> Any:
+        build = _sampler.length_grouped(lengths)
+
+        def record(dataset: Any, **kwargs: Any) -> Any:
+            built.append((list(lengths), build(dataset, **kwargs)))
+            return built[-1][1]
+
+        return record
+
+    monkeypatch.setattr(_train, "length_grouped", spy)
+    pairs = _pairs()
+    ft.train_cross_encoder(tiny_model_dir, pairs, tmp_path / "m", batch_size=4, seed=3)
+    assert len(built) == 1
+    lengths, sampler = built[0]
+    assert len(lengths) == len(pairs) and sampler.batch_size == 4
+
+
 def test_max_minutes_stops_training_and_still_saves(tiny_model_dir: str, tmp_path: Path) -> None:
     result = ft.train_cross_encoder(
         tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, epochs=3, max_minutes=1e-6, seed=1

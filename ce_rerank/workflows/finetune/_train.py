@@ -5,6 +5,8 @@
   linearly to 0 over the run's progress, measured in steps or, with a budget, in time,
   whichever is further: a budget that ends training early still gets a full schedule (and
   the run is then reproducible only as far as the machine's speed is).
+- Batches hold rows of similar token length, in random order (``_sampler``): the trainer pads a
+  batch to its longest row, and random batches of abstracts padded to 1.9x their tokens.
 - Ctrl-C: the first press ends training after the current step and the weights are saved (the
   last complete step, never a half-applied update); a second press aborts at once.
 """
@@ -27,6 +29,7 @@ from typing import Any
 from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
+from ._sampler import length_grouped
 
 EXTRA = "ce-rerank[train]"
 
@@ -216,6 +219,13 @@ def train_cross_encoder(
             "two-output (not relevant / relevant) cross-encoders"
         )
     rows = datasets.Dataset.from_dict({"query": pairs.queries, "passage": pairs.passages, "label": labels})
+    window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
+    lengths = [
+        len(ids)
+        for ids in model.tokenizer(
+            list(pairs.queries), list(pairs.passages), truncation=True, max_length=window, verbose=False
+        )["input_ids"]
+    ]
     kind = where.split(":", 1)[0]
     bf16 = (kind == "cpu" and native_bfloat16()) or (kind == "cuda" and torch.cuda.is_bf16_supported())
     fp16 = kind == "cuda" and not bf16
@@ -238,6 +248,7 @@ def train_cross_encoder(
             logging_steps=max(1, planned // 10),
             disable_tqdm=not progress,
             dataloader_num_workers=0,
+            batch_sampler=length_grouped(lengths),  # batches of similar length: less padding (_sampler)
         )
         schedule = _schedule(planned, max_minutes)
 
