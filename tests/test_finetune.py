@@ -28,9 +28,13 @@ DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
 
 FINETUNE_API = [
     "CONSISTENCY_TOP",
+    "DEV_METRIC",
     "GATE_METRIC",
+    "MIN_DEV_QUERIES",
     "MIN_EVAL_QUERIES",
     "MIN_TRAIN_QUERIES",
+    "BestStep",
+    "DevSet",
     "FinetuneResult",
     "GateResult",
     "GeneratedQueries",
@@ -39,6 +43,7 @@ FINETUNE_API = [
     "QuerySplit",
     "TrainingPairs",
     "TrainingResult",
+    "build_dev_set",
     "build_prompt",
     "check_output",
     "consistency_filter",
@@ -295,6 +300,98 @@ def test_ctrl_c_stops_after_the_current_step_and_saves_it(tiny_model_dir: str, t
     assert signal.getsignal(signal.SIGINT) is before  # the user's handler is back
 
 
+# -- keeping the best step on dev queries -------------------------------------------------
+
+
+def _dev(texts_per_query: int = 6) -> ft.DevSet:
+    dev = ft.DevSet(query_ids=["q0", "q1"], qrels={})
+    for q, query in (("q0", "capital of france"), ("q1", "yellow fruit")):
+        for i in range(texts_per_query):
+            dev.queries.append(query)
+            dev.texts.append(f"{query} passage {i} " + "word " * i)
+            dev.owners.append((q, f"{q}-d{i}"))
+    return dev
+
+
+def test_best_step_keeps_the_weights_of_the_best_dev_evaluation_and_the_base_on_ties() -> None:
+    import torch
+
+    dev = _dev()
+    dev.qrels = {"q0": {"q0-d0": 1}, "q1": {"q1-d5": 1}}
+    model = torch.nn.Linear(2, 1)
+    perfect = [6.0 - i for i in range(6)] + [float(i) for i in range(6)]  # both relevant documents first
+    worst = [-x for x in perfect]
+    outputs = iter([worst, perfect, worst, perfect])  # dev output of the base, then steps 5, 10, 15
+
+    best = ft.BestStep(model, dev, lambda: next(outputs), planned=15, max_minutes=None, evaluations=3)
+    best.begin()
+    weights = {}
+    for step in range(1, 16):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        weights[step] = model.weight.clone()
+        best.step_end(step)
+    best.finish(15)
+    assert [e["step"] for e in best.history] == [0, 5, 10, 15]
+    assert [e["ndcg@10"] for e in best.history] == [0.3562, 1.0, 0.3562, 1.0]
+    assert best.best_step == 5  # step 15 only ties step 5: the earlier one is kept
+    assert torch.equal(model.weight, weights[5])
+    assert best.summary()["kept"] == "step 5"
+
+
+def test_training_with_a_dev_set_saves_the_base_when_no_step_beats_it(tiny_model_dir: str, tmp_path: Path) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from ce_rerank._resolve import native_bfloat16
+    from ce_rerank.workflows.finetune._select import model_scorer
+
+    dev = _dev()
+    raw = model_scorer(CrossEncoder(tiny_model_dir), dev, bf16=native_bfloat16())()
+    for q in dev.query_ids:  # judge the base's own first document relevant: the base is perfect on dev
+        top = max((r, d) for (qq, d), r in zip(dev.owners, raw, strict=True) if qq == q)[1]
+        dev.qrels[q] = {top: 1}
+    result = ft.train_cross_encoder(
+        tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, learning_rate=1e-2, seed=1, dev=dev, dev_evaluations=2
+    )
+    assert result.best_step == 0 and result.dev is not None and result.dev["kept"] == "base"
+    assert [e["step"] for e in result.dev["evaluations"]] == [0, 5, 10]
+    assert result.dev["evaluations"][0]["ndcg@10"] == 1.0
+    base, saved = _weights(Path(tiny_model_dir)), _weights(tmp_path / "m")
+    assert all(torch_equal(base[k], saved[k]) for k in base)  # trained at 1e-2, yet the base's weights are saved
+
+
+def torch_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_training_without_a_dev_set_saves_the_last_step(tiny_model_dir: str, tmp_path: Path) -> None:
+    result = ft.train_cross_encoder(tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, learning_rate=1e-2, seed=1)
+    assert result.best_step is None and result.dev is None
+    base, saved = _weights(Path(tiny_model_dir)), _weights(tmp_path / "m")
+    assert not all(torch_equal(base[k], saved[k]) for k in base)
+
+
+def test_the_dev_set_holds_each_dev_querys_candidates_in_the_scorers_windows(tiny_model_dir: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_length=48, window_tokens=16)
+    long_text = " ".join(["The capital of France is Paris, a city on the Seine."] * 3 + ["Bananas are yellow."] * 8)
+    data = Dataset(
+        name="t",
+        corpus={"long": long_text, "b": "Bananas.", "c": "Cherries."},
+        queries={"q": "capital of france", "r": "fruit"},
+        qrels={"q": {"long": 1}, "r": {"c": 1}},
+    )
+    run = {"q": {"long": 2.0, "b": 1.0, "c": 0.5}, "r": {"b": 3.0, "c": 2.0}}
+    dev = ft.build_dev_set(data, run, ["q"], scorer, depth=2)
+    spans = scorer.window_spans("capital of france", [long_text])[0]
+    assert len(spans) > 1
+    assert dev.texts == [long_text[a:b] for a, b in spans] + ["Bananas."]
+    assert dev.owners == [("q", "long")] * len(spans) + [("q", "b")]
+    assert set(dev.queries) == {"capital of france"} and dev.qrels == {"q": {"long": 1}}
+    assert dev.run([0.1] * len(spans[:-1]) + [0.9, 0.5]) == {"q": {"long": 0.9, "b": 0.5}}  # best window
+
+
 def test_saved_model_loads_in_both_adapters_and_scores_like_the_trained_weights(
     tiny_model_dir: str, tmp_path: Path
 ) -> None:
@@ -410,6 +507,61 @@ def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
     assert CrossEncoderScorer(str(out / "model")).score("bees", ["bees dance"]).raw
 
 
+def _more_queries(demo: Path, copies: int) -> None:
+    """Each demo query ``copies`` times (reworded ids and text, same judgments): enough for a dev set."""
+    queries = [json.loads(line) for line in (demo / "queries.jsonl").read_text().splitlines()]
+    rows = (demo / "qrels" / "test.tsv").read_text().splitlines()
+    with (demo / "queries.jsonl").open("a") as fh:
+        for k in range(1, copies):
+            for q in queries:
+                fh.write(json.dumps({"_id": f"{q['_id']}-{k}", "text": f"{q['text']} ({k})"}) + "\n")
+    extra = [f"{r.split(chr(9))[0]}-{k}\t" + "\t".join(r.split("\t")[1:]) for k in range(1, copies) for r in rows[1:]]
+    (demo / "qrels" / "test.tsv").write_text("\n".join([*rows, *extra]) + "\n")
+
+
+def test_cli_finetune_keeps_dev_queries_out_of_training_and_evaluation_and_reports_the_curve(
+    tiny_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _more_queries(demo, 3)  # 21 judged queries: 7 held out, 14 for training of which 3 are dev queries
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(out), "--candidates", "10"]
+    status = main([*argv, "--learning-rate", "1e-3", "--dev-evals", "2", "--no-progress", "--threads", "1"])
+    report = json.loads((out / "report.json").read_text())
+    train, dev, held = set(report["train_queries"]), set(report["dev_queries"]), set(report["eval_queries"])
+    assert len(held) == 7 and len(dev) == 3 and len(train) == 11
+    assert not train & dev and not train & held and not dev & held
+    assert report["pairs"]["queries"] == 11  # pairs are mined for the trained queries only
+    curve = report["dev"]["evaluations"]
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == report["training"]["steps"] and len(curve) == 3
+    assert report["dev"]["best_step"] == report["training"]["best_step"]
+    assert report["dev"]["best_step"] in [e["step"] for e in curve]
+    printed = capsys.readouterr().out
+    assert "dev (3 training queries kept out, ndcg@10 by step): 0: " in printed
+    assert status in (0, 3)
+    if report["dev"]["kept"] == "base":
+        assert "so the saved model is the base" in report["verdict"]
+
+
+def test_cli_finetune_says_why_there_is_no_dev_set(
+    tiny_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(out), "--candidates", "10"]
+    main([*argv, "--no-progress", "--threads", "1"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["dev_queries"] == [] and len(report["train_queries"]) == 4
+    reason = (
+        "4 judged training queries are too few for a dev set of 0.2 (at least 3 dev queries and 3 to train on): all are "
+        "trained on and the last step is saved"
+    )
+    assert report["dev"] == {"queries": 0, "reason": reason}
+    assert f"no dev set: {reason}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", str(demo), "--model", tiny_model_dir, "--output", str(tmp_path / "x"), "--dev-fraction", "1"])
+    assert exit_info.value.code == 2
+    assert "expected a fraction >= 0 and < 1 (0: no dev queries), got '1'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -515,6 +667,7 @@ def test_generated_queries_train_the_model_and_evaluation_stays_on_judged_querie
     assert gen["generated"] == 12
     assert gen["kept_by_consistency_filter"] + gen["dropped_by_consistency_filter"] == 12
     assert gen["kept_by_consistency_filter"] == len(report["train_queries"])
+    assert report["dev_queries"] == [] and "no judged training queries" in report["dev"]["reason"]
     rows = [json.loads(line) for line in (tmp_path / "gen" / "generated_queries.jsonl").read_text().splitlines()]
     assert [r["_id"] for r in rows] == report["train_queries"]
     assert all(r["text"] == compose_question(r["passage"]) for r in rows)

@@ -22,6 +22,16 @@ def _fraction(value: str) -> float:
     return x
 
 
+def _dev_fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction >= 0 and < 1, got {value!r}") from None
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction >= 0 and < 1 (0: no dev queries), got {value!r}")
+    return x
+
+
 def _positive_float(value: str) -> float:
     try:
         x = float(value)
@@ -94,6 +104,19 @@ def add_finetune_parser(sub: Any) -> None:
         default=None,
         help="training budget: stop after the step that crosses it, and save (default: no limit)",
     )
+    p.add_argument(
+        "--dev-fraction",
+        type=_dev_fraction,
+        default=0.2,
+        help="fraction of the training queries kept out of training to pick the best step on (the base "
+        "included); 0: save the last step (default 0.2)",
+    )
+    p.add_argument(
+        "--dev-evals",
+        type=_positive_int,
+        default=10,
+        help="dev evaluations during training, evenly spaced over the steps or the budget (default 10)",
+    )
     p.add_argument("--seed", type=int, default=13, help="split, sampling and training seed (default 13)")
     p.add_argument(
         "--fusion", choices=["rrf"], default=None, help="also evaluate base and tuned fused with the first stage (RRF)"
@@ -163,6 +186,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         fusion=args.fusion,
+        dev_fraction=args.dev_fraction,
+        dev_evaluations=args.dev_evals,
         progress=not args.no_progress,
     )
     _print_report(result.report)
@@ -200,5 +225,13 @@ def _print_report(report: dict[str, Any]) -> None:
         f"{training['planned_steps']} steps, {training['precision']}, {training['seconds']:.0f} s, "
         f"stopped: {training['stopped']}"
     )
+    dev = report["dev"]
+    if dev.get("evaluations"):
+        curve = ", ".join(f"{e['step']}: {e[dev['metric']]:.4f}" for e in dev["evaluations"])
+        console.print(
+            f"dev ({dev['queries']} training queries kept out, {dev['metric']} by step): {curve}; saved: {dev['kept']}"
+        )
+    else:
+        console.print(f"no dev set: {dev['reason']}")
     style = "green" if report["passed"] else "red"
     console.print(f"[{style}]{report['verdict']}[/]")

@@ -8,7 +8,9 @@ From a BEIR-layout dataset and the user's own first stage (BM25, a dense model o
    best candidates, never a judged positive, likely false negatives filtered by the base
    reranker, long documents cut into the windows the scorer uses;
 3. without judgments, questions written by a local LLM through Ollama (:func:`generate_queries`);
-4. training with sentence-transformers' ``CrossEncoderTrainer`` (:func:`train_cross_encoder`);
+4. training with sentence-transformers' ``CrossEncoderTrainer`` (:func:`train_cross_encoder`), keeping
+   the step that does best on dev queries taken from the training side, the base included
+   (:class:`BestStep`, :func:`build_dev_set`);
 5. the gate (:func:`run_gate`): first stage, base and tuned on the held-out queries, a paired
    test, and a verdict; the model is saved either way, ``passed`` says whether to ship it.
 
@@ -35,14 +37,19 @@ from ._generate import (
 )
 from ._pairs import TrainingPairs, mine_pairs
 from ._run import FinetuneResult, check_output, finetune
+from ._select import DEV_METRIC, MIN_DEV_QUERIES, BestStep, DevSet, build_dev_set
 from ._split import MIN_EVAL_QUERIES, MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
 from ._train import TrainingResult, train_cross_encoder
 
 __all__ = [
     "CONSISTENCY_TOP",
+    "DEV_METRIC",
     "GATE_METRIC",
+    "MIN_DEV_QUERIES",
     "MIN_EVAL_QUERIES",
     "MIN_TRAIN_QUERIES",
+    "BestStep",
+    "DevSet",
     "FinetuneResult",
     "GateResult",
     "GeneratedQueries",
@@ -51,6 +58,7 @@ __all__ = [
     "QuerySplit",
     "TrainingPairs",
     "TrainingResult",
+    "build_dev_set",
     "build_prompt",
     "check_output",
     "consistency_filter",

@@ -18,7 +18,8 @@ from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
 from ._pairs import NegativeFilter, mine_pairs
-from ._split import split_queries
+from ._select import MIN_DEV_QUERIES, build_dev_set
+from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
 from ._train import require_training, train_cross_encoder
 
 
@@ -112,6 +113,25 @@ def _like(scorer: CrossEncoderScorer, model: str) -> CrossEncoderScorer:
     )
 
 
+def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str], str]:
+    """``(train, dev, why there is no dev set or "")``: a seeded share of the judged training queries as dev queries."""
+    if not fraction:
+        return train_ids, [], "dev_fraction is 0: the last step is saved"
+    if not train_ids:
+        return train_ids, [], (
+            "no judged training queries: dev queries are judged ones (generated questions were chosen by the base "
+            "reranker, so they would favour it), and the last step is saved"
+        )
+    trains, devs = holdout_split(train_ids, holdout=fraction, seed=seed)
+    if len(devs) < MIN_DEV_QUERIES or len(trains) < MIN_TRAIN_QUERIES:
+        return train_ids, [], (
+            f"{len(train_ids)} judged training queries are too few for a dev set of {fraction:g} (at least "
+            f"{MIN_DEV_QUERIES} dev queries and {MIN_TRAIN_QUERIES} to train on): all are trained on and the last "
+            "step is saved"
+        )
+    return trains, devs, ""
+
+
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -138,6 +158,8 @@ def finetune(
     max_minutes: float | None = None,
     seed: int = 13,
     fusion: Literal["rrf"] | None = None,
+    dev_fraction: float = 0.2,
+    dev_evaluations: int = 10,
     ollama_host: str | None = None,
     progress: bool = False,
     plot: bool = True,
@@ -172,6 +194,12 @@ def finetune(
         max_minutes: training budget; training stops after the step that crosses it, and saves.
         seed: split, sampling and training seed.
         fusion: ``"rrf"``: also evaluate base and tuned fused with the first stage (RRF, k=60).
+        dev_fraction: fraction of the judged training queries kept out of training as dev queries: the model
+            is evaluated on them before the first step and ``dev_evaluations`` times during training,
+            and the best evaluation's weights are saved (the base's when no step beats it). 0 saves
+            the last step. Needs at least 3 dev queries and 3 left to train on; otherwise there is no
+            dev set and the report says why.
+        dev_evaluations: dev evaluations after the base, evenly spaced over the run (steps or budget).
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
         progress: progress bars on stderr.
         plot: write the per-query plots (needs matplotlib).
@@ -186,6 +214,9 @@ def finetune(
         raise ValueError(f"fusion must be 'rrf' or None, got {fusion!r}")
     if negative_filter not in ("base", "none"):
         raise ValueError(f"negative_filter must be 'base' or 'none', got {negative_filter!r}")
+    if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
+        raise ValueError(f"dev_fraction must be >= 0 and < 1 (0: no dev queries), got {dev_fraction!r}")
+    _positive("dev_evaluations", dev_evaluations)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
     gen_model = parse_generator(generate_queries) if generate_queries is not None else None
@@ -228,7 +259,13 @@ def finetune(
         )
     depth = max(candidates, negative_depth, MIN_DEPTH)
     label, run = first_stage_run(data, first_stage, top_k=depth)
-    train_ids = list(split.train_queries)
+    # Dev queries come from the judged training queries only: generated questions were chosen by the base
+    # reranker (the consistency filter), so a dev set of them would favour the base.
+    train_ids, dev_ids, dev_note = _dev_split(list(split.train_queries), dev_fraction, seed)
+    dev = build_dev_set(data, run, dev_ids, base, depth=candidates) if dev_ids else None
+    if dev is not None and not len(dev):
+        train_ids, dev_ids, dev = sorted(train_ids + dev_ids), [], None
+        dev_note = "the first stage returned no candidates for the dev queries: all are trained on"
     if generated is not None:
         generated = consistency_filter(generated, data, run, base, depth=negative_depth)
         if not generated.queries and not train_ids:
@@ -263,6 +300,8 @@ def finetune(
         max_length=base.max_length,
         progress=progress,
         callbacks=callbacks,
+        dev=dev,
+        dev_evaluations=dev_evaluations,
     )
     tuned = _like(base, str(model_dir))
     gate = run_gate(
@@ -276,6 +315,9 @@ def finetune(
         fusion=fusion,
         progress=progress,
     )
+    verdict = gate.verdict
+    if training.best_step == 0:
+        verdict += f"; no training step beat the base on the {len(dev_ids)} dev queries, so the saved model is the base"
     report: dict[str, Any] = {
         "dataset": data.name,
         "model": base.model_name,
@@ -284,9 +326,11 @@ def finetune(
         "candidates": candidates,
         **{name: gate.metrics[name] for name in gate.metrics},
         "comparisons": gate.comparisons,
-        "verdict": gate.verdict,
+        "verdict": verdict,
         "passed": gate.passed,
         "train_queries": train_ids,
+        "dev_queries": dev_ids,
+        "dev": training.dev if training.dev is not None else {"queries": 0, "reason": dev_note},
         "eval_queries": list(split.eval_queries),
         "eval_queries_without_candidates": sum(not run.get(q) for q in split.eval_queries),
         "split": {"method": split.method, **split.details},
@@ -315,5 +359,5 @@ def finetune(
         plot=plot,
     )
     return FinetuneResult(
-        output=out, model_dir=model_dir, passed=gate.passed, verdict=gate.verdict, report=report, gate=gate
+        output=out, model_dir=model_dir, passed=gate.passed, verdict=verdict, report=report, gate=gate
     )

@@ -9,6 +9,8 @@
   batch to its longest row, and random batches of abstracts padded to 1.9x their tokens.
 - Ctrl-C: the first press ends training after the current step and the weights are saved (the
   last complete step, never a half-applied update); a second press aborts at once.
+- ``dev``: the model is evaluated on dev queries before the first step and at evenly spaced points,
+  and the best evaluation's weights (the base's when no step beats it) are the ones saved (``_select``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
 from ._sampler import length_grouped
+from ._select import BestStep, DevSet, model_scorer, trainer_callback
 
 EXTRA = "ce-rerank[train]"
 
@@ -60,6 +63,8 @@ class TrainingResult:
         device: where it ran.
         seed: the seed of weights' head, shuffling and dropout.
         epochs: epochs asked for; batch_size, learning_rate: as used.
+        best_step: the step whose weights were saved (0: the base's), with a dev set; else None.
+        dev: the dev evaluations (see :class:`~ce_rerank.workflows.finetune._select.BestStep`), or None.
     """
 
     steps: int
@@ -74,6 +79,8 @@ class TrainingResult:
     epochs: float
     batch_size: int
     learning_rate: float
+    best_step: int | None = None
+    dev: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +173,8 @@ def train_cross_encoder(
     max_length: int | None = None,
     progress: bool = False,
     callbacks: Sequence[Any] = (),
+    dev: DevSet | None = None,
+    dev_evaluations: int = 10,
 ) -> TrainingResult:
     """Fine-tune ``base_model`` on ``pairs`` and save the cross-encoder to ``output_dir``.
 
@@ -186,6 +195,8 @@ def train_cross_encoder(
         max_length: model window in tokens (default: the model's).
         progress: the trainer's progress bar and loss lines on the terminal.
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        dev: dev queries to keep the best step by (NDCG@10, the base included); None saves the last step.
+        dev_evaluations: dev evaluations after the base, evenly spaced over the run's progress.
     """
     for name, value in (("batch_size", batch_size),):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -194,6 +205,8 @@ def train_cross_encoder(
         raise ValueError(f"epochs must be > 0, got {epochs!r}")
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
+    if isinstance(dev_evaluations, bool) or not isinstance(dev_evaluations, int) or dev_evaluations < 1:
+        raise ValueError(f"dev_evaluations must be an integer >= 1, got {dev_evaluations!r}")
     if not len(pairs):
         raise ValueError("no training pairs: every training query lacked positives or candidates")
     datasets, _ = require_training()
@@ -232,6 +245,11 @@ def train_cross_encoder(
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     planned = max(1, math.ceil(steps_per_epoch * epochs))
     budget, interrupt = _callbacks(max_minutes, progress)
+    best = None
+    if dev is not None and len(dev):
+        score = model_scorer(model, dev, bf16=bf16)
+        best = BestStep(model, dev, score, planned=planned, max_minutes=max_minutes, evaluations=dev_evaluations)
+        callbacks = [*callbacks, trainer_callback(best)]
     with tempfile.TemporaryDirectory(prefix="ce-rerank-train-") as scratch:
         args = CrossEncoderTrainingArguments(
             output_dir=scratch,
@@ -271,8 +289,10 @@ def train_cross_encoder(
             output = trainer.train()
         finally:
             interrupt.restore()
+        steps = int(trainer.state.global_step)
+        if best is not None:
+            best.finish(steps)
         seconds = time.monotonic() - started
-    steps = int(trainer.state.global_step)
     stopped = "interrupted" if interrupt.pressed else "max-minutes" if budget.hit and steps < planned else "completed"
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,4 +311,6 @@ def train_cross_encoder(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        best_step=best.best_step if best is not None else None,
+        dev=best.summary() if best is not None else None,
     )

@@ -1,0 +1,209 @@
+"""Keeping the best step: dev queries taken from the training side, evaluated while training runs.
+
+Fine-tuning a reranker on a few dozen judged queries often makes it worse (benchmarks/finetune.md,
+round 3: 3 of 4 collections), and the last step is not where held-out quality peaks. So part of
+the *training* queries (never an evaluation query) is kept out of the training pairs as a dev set;
+the model is scored on it before the first step (the base) and at evenly spaced points of the
+run's progress (steps or, with a budget, time: the learning-rate schedule's measure), and the
+weights of the best evaluation are the ones saved. A later step must beat the best so far
+strictly, so the base is kept when no step beats it.
+
+The dev evaluation reranks each dev query's first-stage candidates (the gate's depth) with the
+model being trained, each text cut into the scorer's windows and scored by its best window, as
+inference does; NDCG@10 is computed by ``pytrec_eval`` like every other figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..._local import CrossEncoderScorer
+from ..evaluation._data import Dataset, Run, ranked_ids
+from ..evaluation._metrics import evaluate_run
+
+DEV_METRIC = "ndcg@10"
+MIN_DEV_QUERIES = 3
+
+
+@dataclass
+class DevSet:
+    """The dev queries' (query, window) pairs, and which document each window belongs to.
+
+    Attributes:
+        query_ids: the dev queries.
+        qrels: their judgments.
+        queries: the query of each pair.
+        texts: the window of each pair (the whole text when it fits).
+        owners: ``(query id, document id)`` of each pair.
+    """
+
+    query_ids: list[str]
+    qrels: dict[str, dict[str, int]]
+    queries: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    owners: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def run(self, raw: Sequence[float]) -> Run:
+        """The dev run: each document scored by its best window."""
+        out: Run = {q: {} for q in self.query_ids}
+        for (q, d), r in zip(self.owners, raw, strict=True):
+            if d not in out[q] or r > out[q][d]:
+                out[q][d] = float(r)
+        return out
+
+    def ndcg(self, raw: Sequence[float]) -> float:
+        means, _ = evaluate_run(self.qrels, self.run(raw), query_ids=self.query_ids, metrics=[DEV_METRIC])
+        return means[DEV_METRIC]
+
+
+def build_dev_set(
+    dataset: Dataset, run: Run, query_ids: Sequence[str], scorer: CrossEncoderScorer, *, depth: int
+) -> DevSet:
+    """The pairs of the dev queries: their first ``depth`` candidates, in the scorer's windows."""
+    dev = DevSet(query_ids=list(query_ids), qrels={q: dict(dataset.qrels.get(q, {})) for q in query_ids})
+    for q in query_ids:
+        docs = [d for d in ranked_ids(run.get(q, {}))[:depth] if d in dataset.corpus]
+        if not docs:
+            continue
+        texts = [dataset.corpus[d] for d in docs]
+        for d, text, spans in zip(docs, texts, scorer.window_spans(dataset.queries[q], texts), strict=True):
+            for a, b in spans:
+                dev.queries.append(dataset.queries[q])
+                dev.texts.append(text[a:b])
+                dev.owners.append((q, d))
+    return dev
+
+
+def model_scorer(model: Any, dev: DevSet, *, bf16: bool, batch_size: int = 32) -> Callable[[], list[float]]:
+    """A function that scores every dev pair with ``model`` (a ``CrossEncoder``) as it is now: raw logits.
+
+    Pairs are batched in token-length order (little padding); the model is put in eval mode for
+    the call (no dropout) and back in the mode it was in.
+    """
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
+    enc = model.tokenizer(dev.queries, dev.texts, truncation=True, max_length=window, verbose=False)
+    order = sorted(range(len(dev)), key=lambda i: len(enc["input_ids"][i]))
+
+    def score() -> list[float]:
+        raw = [0.0] * len(dev)
+        was_training = model.training
+        model.eval()
+        device = torch.device(model.device)
+        cast = (
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), cast:
+                for start in range(0, len(order), batch_size):
+                    idx = order[start : start + batch_size]
+                    features = batch_to_device(model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx]), device)
+                    logits = model(features)["scores"].float().reshape(len(idx), -1)
+                    out = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits[:, 0]
+                    for i, v in zip(idx, out.tolist(), strict=True):
+                        raw[i] = v
+        finally:
+            model.train(was_training)
+        return raw
+
+    return score
+
+
+class BestStep:
+    """Evaluates on the dev set at the base and at evenly spaced points of progress; keeps the best weights.
+
+    Args:
+        model: the ``CrossEncoder`` being trained.
+        dev: the dev set.
+        score: scores the dev pairs with the model as it is (:func:`model_scorer`).
+        planned: steps the epochs would take.
+        max_minutes: the training budget, or None.
+        evaluations: evaluation points after the base (progress 1/n, 2/n, ..., 1).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dev: DevSet,
+        score: Callable[[], list[float]],
+        *,
+        planned: int,
+        max_minutes: float | None,
+        evaluations: int,
+    ) -> None:
+        self.model = model
+        self.dev = dev
+        self._score = score
+        self.planned = planned
+        self.max_minutes = max_minutes
+        self.evaluations = evaluations
+        self.history: list[dict[str, float]] = []
+        self.best_step = 0
+        self.best_value = float("-inf")
+        self._best_state: dict[str, Any] | None = None
+        self._next = 1
+        self._started = time.monotonic()
+        self._dev_seconds = 0.0
+
+    def evaluate(self, step: int) -> float:
+        started = time.monotonic()
+        value = self.dev.ndcg(self._score())
+        self._dev_seconds += time.monotonic() - started
+        self.history.append({"step": step, DEV_METRIC: round(value, 4), "seconds": round(started - self._started, 1)})
+        if value > self.best_value:  # strictly better: ties keep the earlier step (the base first)
+            self.best_value, self.best_step = value, step
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return value
+
+    def begin(self) -> None:
+        self._started = time.monotonic()
+        self.evaluate(0)
+
+    def step_end(self, step: int) -> None:
+        done = step / self.planned
+        if self.max_minutes is not None:
+            done = max(done, (time.monotonic() - self._started) / (self.max_minutes * 60))
+        if done * self.evaluations >= self._next:
+            self._next = int(done * self.evaluations) + 1
+            self.evaluate(step)
+
+    def finish(self, step: int) -> None:
+        """Evaluate the last step if that has not happened, then put the best weights back in the model."""
+        if self.history[-1]["step"] != step:
+            self.evaluate(step)
+        if self._best_state is not None and self.best_step != step:
+            self.model.load_state_dict(self._best_state)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "queries": len(self.dev.query_ids),
+            "pairs": len(self.dev),
+            "metric": DEV_METRIC,
+            "evaluations": self.history,
+            "best_step": self.best_step,
+            "kept": "base" if self.best_step == 0 else f"step {self.best_step}",
+            "seconds": round(self._dev_seconds, 1),
+        }
+
+
+def trainer_callback(best: BestStep) -> Any:
+    """``best`` as a ``transformers.TrainerCallback`` (base at the start, then the progress points)."""
+    from transformers import TrainerCallback
+
+    class KeepBest(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            best.begin()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            best.step_end(int(state.global_step))
+
+    return KeepBest()
