@@ -339,6 +339,32 @@ def test_best_step_keeps_the_weights_of_the_best_dev_evaluation_and_the_base_on_
     assert best.summary()["kept"] == "step 5"
 
 
+def test_dev_evaluations_fit_a_quarter_of_the_budget_and_their_time_is_not_training_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from ce_rerank.workflows.finetune import _select
+
+    clock = [0.0]
+    monkeypatch.setattr(_select.time, "monotonic", lambda: clock[0])
+    dev = _dev()
+    dev.qrels = {"q0": {"q0-d0": 1}, "q1": {"q1-d5": 1}}
+
+    def score() -> list[float]:  # one dev evaluation takes 10 s of a 4-minute budget
+        clock[0] += 10.0
+        return [0.0] * len(dev)
+
+    best = ft.BestStep(torch.nn.Linear(2, 1), dev, score, planned=10_000, max_minutes=4.0, evaluations=10)
+    best.begin()
+    assert best.evaluations == 5  # a quarter of 240 s is 60 s: 6 evaluations of 10 s, the base's included
+    for step in range(1, 49):  # 5 s of training per step: 48 steps are the whole budget
+        clock[0] += 5.0
+        best.step_end(step)
+    assert [e["step"] for e in best.history] == [0, 10, 20, 29, 39, 48]  # every 48 s of training, not of wall time
+    assert best.summary()["evaluations_planned"] == 5 and best.summary()["evaluations_asked"] == 10
+
+
 def test_training_with_a_dev_set_saves_the_base_when_no_step_beats_it(tiny_model_dir: str, tmp_path: Path) -> None:
     from sentence_transformers.cross_encoder import CrossEncoder
 
