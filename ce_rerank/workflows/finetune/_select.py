@@ -9,7 +9,7 @@ weights of the best evaluation are the ones saved. A later step must beat the be
 strictly, so the base is kept when no step beats it.
 
 Dev evaluations cost time (on a 2-core CPU without bfloat16, one over 32 Cranfield queries took
-about as long as 20 training steps): the time they take is not counted as training progress, and
+about as long as 16 training steps): the time they take is not counted as training progress, and
 with a budget there are only as many as fit in a quarter of it, judged by how long the base's took
 (at least one, after the last step).
 
