@@ -378,29 +378,11 @@ class CrossEncoderScorer:
 
     # -- scoring -----------------------------------------------------------------------
 
-    def _autocast(self, lm: _LoadedModel) -> contextlib.AbstractContextManager[Any]:
-        if lm.dtype == "float32":
-            return contextlib.nullcontext()
-        import torch
-
-        device_type = lm.device.split(":", 1)[0]
-        return torch.autocast(device_type=device_type, dtype=getattr(torch, lm.dtype))
-
     def _forward(self, lm: _LoadedModel, query: str, texts: list[str]) -> torch.Tensor:
         if lm.backend == "openvino":  # the same batch on OpenVINO; the prompt goes in front of the query, as on torch
             return lm.run((self._frame(lm).prompt or "") + query, texts)  # type: ignore[attr-defined, no-any-return]
-        import torch
-        from sentence_transformers.util import batch_to_device
-
         ce = lm.model
-        features = ce.preprocess([(query, t) for t in texts], prompt=self._frame(lm).prompt)
-        features = batch_to_device(features, torch.device(lm.device))
-        with torch.inference_mode(), self._autocast(lm):
-            logits = ce(features)["scores"]
-        logits = logits.float().reshape(len(texts), -1)
-        if lm.num_labels == 2:
-            return (logits[:, 1] - logits[:, 0]).cpu()
-        return logits[:, 0].cpu()
+        return torch_raw_scores(ce, ce.preprocess([(query, t) for t in texts], prompt=self._frame(lm).prompt), lm.dtype)
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
         """Score every text against the query; one entry per text, in input order.
@@ -481,6 +463,27 @@ class CrossEncoderScorer:
         for p in pairs:
             spans[p.doc].append(p.span if p.span is not None else (0, len(texts[p.doc])))
         return spans
+
+
+def torch_raw_scores(ce: Any, features: dict[str, Any], dtype: str) -> torch.Tensor:
+    """Raw scores of one preprocessed batch on a torch ``CrossEncoder``: the logit, or the logit difference
+    for two outputs (float32, on the CPU). ``dtype`` other than ``"float32"`` runs under autocast to it.
+
+    The caller puts the model in eval mode; fine-tuning's dev evaluation calls this too, so that both
+    read scores the same way.
+    """
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    device = torch.device(ce.device)
+    cast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device.type, dtype=getattr(torch, dtype))
+    with torch.inference_mode(), cast:
+        logits = ce(batch_to_device(features, device))["scores"]
+    n = len(features["input_ids"])
+    logits = logits.float().reshape(n, -1)
+    if logits.shape[1] == 2:
+        return (logits[:, 1] - logits[:, 0]).cpu()
+    return logits[:, 0].cpu()
 
 
 def _sigmoid32(raw: list[float]) -> list[float]:

@@ -125,7 +125,8 @@ def test_the_backend_flag_picks_the_engine(backend: str, tiny_model_dir: str) ->
     from ce_rerank.workflows.cli import build_parser
     from ce_rerank.workflows.cli._common import _scorer
 
-    args = build_parser().parse_args(["rerank", "--model", tiny_model_dir, "--query", "q", "--docs", "-", "--backend", backend])
+    argv = ["rerank", "--model", tiny_model_dir, "--query", "q", "--docs", "-", "--backend", backend]
+    args = build_parser().parse_args(argv)
     scorer = _scorer(args)
     assert scorer.backend == backend and scorer.load().backend == backend
 

@@ -393,7 +393,9 @@ def torch_equal(a: Any, b: Any) -> bool:
 
 
 def test_training_without_a_dev_set_saves_the_last_step(tiny_model_dir: str, tmp_path: Path) -> None:
-    result = ft.train_cross_encoder(tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, learning_rate=1e-2, seed=1)
+    result = ft.train_cross_encoder(
+        tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, learning_rate=1e-2, seed=1
+    )
     assert result.best_step is None and result.dev is None
     base, saved = _weights(Path(tiny_model_dir)), _weights(tmp_path / "m")
     assert not all(torch_equal(base[k], saved[k]) for k in base)
@@ -577,8 +579,8 @@ def test_cli_finetune_says_why_there_is_no_dev_set(
     report = json.loads((out / "report.json").read_text())
     assert report["dev_queries"] == [] and len(report["train_queries"]) == 4
     reason = (
-        "4 judged training queries are too few for a dev set of 0.2 (at least 3 dev queries and 3 to train on): all are "
-        "trained on and the last step is saved"
+        "4 judged training queries are too few for a dev set of 0.2 (at least 3 dev queries and 3 to train on): "
+        "all are trained on and the last step is saved"
     )
     assert report["dev"] == {"queries": 0, "reason": reason}
     assert f"no dev set: {reason}" in capsys.readouterr().out

@@ -118,16 +118,24 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     if not fraction:
         return train_ids, [], "dev_fraction is 0: the last step is saved"
     if not train_ids:
-        return train_ids, [], (
-            "no judged training queries: dev queries are judged ones (generated questions were chosen by the base "
-            "reranker, so they would favour it), and the last step is saved"
+        return (
+            train_ids,
+            [],
+            (
+                "no judged training queries: dev queries are judged ones (generated questions were chosen by the base "
+                "reranker, so they would favour it), and the last step is saved"
+            ),
         )
     trains, devs = holdout_split(train_ids, holdout=fraction, seed=seed)
     if len(devs) < MIN_DEV_QUERIES or len(trains) < MIN_TRAIN_QUERIES:
-        return train_ids, [], (
-            f"{len(train_ids)} judged training queries are too few for a dev set of {fraction:g} (at least "
-            f"{MIN_DEV_QUERIES} dev queries and {MIN_TRAIN_QUERIES} to train on): all are trained on and the last "
-            "step is saved"
+        return (
+            train_ids,
+            [],
+            (
+                f"{len(train_ids)} judged training queries are too few for a dev set of {fraction:g} (at least "
+                f"{MIN_DEV_QUERIES} dev queries and {MIN_TRAIN_QUERIES} to train on): all are trained on and the last "
+                "step is saved"
+            ),
         )
     return trains, devs, ""
 

@@ -20,13 +20,13 @@ inference does; NDCG@10 is computed by ``pytrec_eval`` like every other figure.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._local import CrossEncoderScorer
+from ..._batching import plan_batches
+from ..._local import CrossEncoderScorer, torch_raw_scores
 from ..evaluation._data import Dataset, Run, ranked_ids
 from ..evaluation._metrics import evaluate_run
 
@@ -87,36 +87,32 @@ def build_dev_set(
     return dev
 
 
-def model_scorer(model: Any, dev: DevSet, *, bf16: bool, batch_size: int = 32) -> Callable[[], list[float]]:
-    """A function that scores every dev pair with ``model`` (a ``CrossEncoder``) as it is now: raw logits.
+def model_scorer(
+    model: Any, dev: DevSet, *, bf16: bool, batch_size: int = 32, max_batch_tokens: int = 2048
+) -> Callable[[], list[float]]:
+    """A function that scores every dev pair with ``model`` (a ``CrossEncoder``) as it is now: raw scores.
 
-    Pairs are batched in token-length order (little padding); the model is put in eval mode for
-    the call (no dropout) and back in the mode it was in.
+    The pairs are tokenised and batched once, by the scorer's batch planner (``plan_batches``, the
+    scorer's defaults), and the same batches are run at every evaluation; scores are read as the scorer
+    reads them (``torch_raw_scores``). The model is put in eval mode for the call (no dropout) and back
+    in the mode it was in.
     """
-    import torch
-    from sentence_transformers.util import batch_to_device
-
     window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
     enc = model.tokenizer(dev.queries, dev.texts, truncation=True, max_length=window, verbose=False)
-    order = sorted(range(len(dev)), key=lambda i: len(enc["input_ids"][i]))
+    plan = plan_batches(
+        [len(ids) for ids in enc["input_ids"]], batch_size=batch_size, max_batch_tokens=max_batch_tokens
+    )
+    batches = [(idx, model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx])) for idx in plan]
 
     def score() -> list[float]:
         raw = [0.0] * len(dev)
         was_training = model.training
         model.eval()
-        device = torch.device(model.device)
-        cast = (
-            torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        )
         try:
-            with torch.inference_mode(), cast:
-                for start in range(0, len(order), batch_size):
-                    idx = order[start : start + batch_size]
-                    features = batch_to_device(model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx]), device)
-                    logits = model(features)["scores"].float().reshape(len(idx), -1)
-                    out = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits[:, 0]
-                    for i, v in zip(idx, out.tolist(), strict=True):
-                        raw[i] = v
+            for idx, features in batches:
+                out = torch_raw_scores(model, features, "bfloat16" if bf16 else "float32")
+                for i, v in zip(idx, out.tolist(), strict=True):
+                    raw[i] = v
         finally:
             model.train(was_training)
         return raw
