@@ -401,6 +401,34 @@ def test_training_without_a_dev_set_saves_the_last_step(tiny_model_dir: str, tmp
     assert not all(torch_equal(base[k], saved[k]) for k in base)
 
 
+def test_freeze_layers_keeps_the_embeddings_and_first_layers_at_the_base_weights(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    result = ft.train_cross_encoder(
+        tiny_model_dir, _pairs(40), tmp_path / "m", batch_size=4, learning_rate=1e-2, seed=1, freeze_layers=1
+    )
+    base, saved = _weights(Path(tiny_model_dir)), _weights(tmp_path / "m")
+    frozen = [k for k in base if ".embeddings." in k or ".encoder.layer.0." in k]
+    trained = [k for k in base if ".encoder.layer.1." in k or "classifier" in k]
+    assert frozen and trained and set(frozen).isdisjoint(trained)
+    assert all(torch_equal(base[k], saved[k]) for k in frozen)
+    assert not any(torch_equal(base[k], saved[k]) for k in trained if k.endswith("weight"))
+    assert result.frozen_layers == 1
+    assert result.trainable_parameters == sum(v.numel() for v in base.values()) - sum(base[k].numel() for k in frozen)
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [(2, "freeze_layers=2 would freeze all 2 transformer layers"), (-1, "freeze_layers must be an integer >= 0")],
+)
+def test_training_rejects_a_freeze_that_leaves_nothing_or_is_negative(
+    tiny_model_dir: str, tmp_path: Path, layers: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ft.train_cross_encoder(tiny_model_dir, _pairs(8), tmp_path / "m", batch_size=4, freeze_layers=layers)
+    assert not (tmp_path / "m").exists()
+
+
 def test_the_dev_set_holds_each_dev_querys_candidates_in_the_scorers_windows(tiny_model_dir: str) -> None:
     scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_length=48, window_tokens=16)
     long_text = " ".join(["The capital of France is Paris, a city on the Seine."] * 3 + ["Bananas are yellow."] * 8)
@@ -628,6 +656,16 @@ def test_cli_finetune_rejects_unusable_output_folders_before_any_work(
         assert main(["finetune", str(demo), "--model", str(tmp_path / "none"), "--output", output]) == 2
         assert message in capsys.readouterr().err
     assert (taken / "report.json").read_text() == "{}"
+
+
+def test_cli_finetune_rejects_freezing_every_layer_before_mining_or_training(
+    tiny_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(tmp_path / "o"), "--freeze-layers", "2"]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "freeze_layers=2 would freeze all 2 transformer layers" in err and "use at most 1" in err
+    assert not (tmp_path / "o" / "model").exists()
 
 
 def test_cli_finetune_without_qrels_names_the_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

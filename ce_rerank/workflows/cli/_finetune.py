@@ -117,6 +117,13 @@ def add_finetune_parser(sub: Any) -> None:
         default=10,
         help="dev evaluations during training, evenly spaced over the steps or the budget (default 10)",
     )
+    p.add_argument(
+        "--freeze-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the embeddings and the first N transformer layers at the base's weights (default 0: train all)",
+    )
     p.add_argument("--seed", type=int, default=13, help="split, sampling and training seed (default 13)")
     p.add_argument(
         "--fusion", choices=["rrf"], default=None, help="also evaluate base and tuned fused with the first stage (RRF)"
@@ -188,6 +195,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         dev_fraction=args.dev_fraction,
         dev_evaluations=args.dev_evals,
+        freeze_layers=args.freeze_layers,
         progress=not args.no_progress,
     )
     _print_report(result.report)

@@ -140,6 +140,22 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     return trains, devs, ""
 
 
+def _check_freeze(base: CrossEncoderScorer, layers: int) -> None:
+    """``freeze_layers`` must leave a layer to train: checked on the base's config, before any work."""
+    if layers:
+        from transformers import AutoConfig
+
+        from ..._sources import model_source
+
+        with model_source(base.model_name) as source:
+            count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
+        if layers >= count:
+            raise ValueError(
+                f"freeze_layers={layers} would freeze all {count} transformer layers of {base.model_name!r}: "
+                f"use at most {count - 1}"
+            )
+
+
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -168,6 +184,7 @@ def finetune(
     fusion: Literal["rrf"] | None = None,
     dev_fraction: float = 0.2,
     dev_evaluations: int = 10,
+    freeze_layers: int = 0,
     ollama_host: str | None = None,
     progress: bool = False,
     plot: bool = True,
@@ -208,6 +225,8 @@ def finetune(
             the last step. Needs at least 3 dev queries and 3 left to train on; otherwise there is no
             dev set and the report says why.
         dev_evaluations: dev evaluations after the base, evenly spaced over the run (steps or budget).
+        freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0:
+            train all of them).
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
         progress: progress bars on stderr.
         plot: write the per-query plots (needs matplotlib).
@@ -225,6 +244,8 @@ def finetune(
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
         raise ValueError(f"dev_fraction must be >= 0 and < 1 (0: no dev queries), got {dev_fraction!r}")
     _positive("dev_evaluations", dev_evaluations)
+    if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) or freeze_layers < 0:
+        raise ValueError(f"freeze_layers must be an integer >= 0, got {freeze_layers!r}")
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
     gen_model = parse_generator(generate_queries) if generate_queries is not None else None
@@ -251,6 +272,7 @@ def finetune(
             generator.check()
         base = model if isinstance(model, CrossEncoderScorer) else CrossEncoderScorer(model)
         base.load()
+        _check_freeze(base, freeze_layers)
         generated: GeneratedQueries | None = None
         if generator is not None:
             generated = _generate(split.dataset, base, generator, count=generate_count, seed=seed, progress=progress)
@@ -310,6 +332,7 @@ def finetune(
         callbacks=callbacks,
         dev=dev,
         dev_evaluations=dev_evaluations,
+        freeze_layers=freeze_layers,
     )
     tuned = _like(base, str(model_dir))
     gate = run_gate(

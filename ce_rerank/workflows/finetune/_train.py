@@ -65,6 +65,8 @@ class TrainingResult:
         epochs: epochs asked for; batch_size, learning_rate: as used.
         best_step: the step whose weights were saved (0: the base's), with a dev set; else None.
         dev: the dev evaluations (see :class:`~ce_rerank.workflows.finetune._select.BestStep`), or None.
+        frozen_layers: transformer layers kept at the base's weights (with the embeddings when > 0).
+        trainable_parameters: parameters the optimiser updated.
     """
 
     steps: int
@@ -81,6 +83,8 @@ class TrainingResult:
     learning_rate: float
     best_step: int | None = None
     dev: dict[str, Any] | None = None
+    frozen_layers: int = 0
+    trainable_parameters: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +110,49 @@ def _schedule(planned: int, max_minutes: float | None) -> Any:
         return max(0.0, (1.0 - done) / 0.9)
 
     return factor
+
+
+def transformer_layers(model: Any) -> tuple[Any, Any]:
+    """The embeddings module and the list of transformer layers of a ``CrossEncoder``'s network.
+
+    The layers are the ``ModuleList`` of ``config.num_hidden_layers`` blocks inside the base model
+    (``encoder.layer`` in BERT, MiniLM, XLM-R and ELECTRA; ``transformer.layer`` in DistilBERT; ``layers``
+    in ModernBERT), so nothing here names one architecture.
+    """
+    import torch
+
+    net = model.model
+    core = getattr(net, "base_model", net)
+    count = getattr(net.config, "num_hidden_layers", None)
+    layers = next(
+        (m for m in core.modules() if isinstance(m, torch.nn.ModuleList) and count is not None and len(m) == count),
+        None,
+    )
+    embeddings = getattr(core, "embeddings", None) or net.get_input_embeddings()
+    if layers is None:
+        raise ValueError(
+            f"cannot find the {count} transformer layers of {type(net).__name__}: freeze_layers needs a "
+            "BERT-style encoder; use freeze_layers=0"
+        )
+    return embeddings, layers
+
+
+def freeze(model: Any, layers: int) -> int:
+    """Keep the embeddings and the first ``layers`` transformer layers at their weights; return the trainable count.
+
+    Gradients then stop at the first trainable layer, so a step also costs less (no backward pass
+    through the frozen ones).
+    """
+    if layers:
+        embeddings, blocks = transformer_layers(model)
+        if layers >= len(blocks):
+            raise ValueError(
+                f"freeze_layers={layers} would freeze all {len(blocks)} transformer layers: use at most {len(blocks) - 1}"
+            )
+        for module in (embeddings, *list(blocks)[:layers]):
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return sum(p.numel() for p in model.model.parameters() if p.requires_grad)
 
 
 def _callbacks(max_minutes: float | None, progress: bool) -> tuple[Any, Any]:
@@ -175,6 +222,7 @@ def train_cross_encoder(
     callbacks: Sequence[Any] = (),
     dev: DevSet | None = None,
     dev_evaluations: int = 10,
+    freeze_layers: int = 0,
 ) -> TrainingResult:
     """Fine-tune ``base_model`` on ``pairs`` and save the cross-encoder to ``output_dir``.
 
@@ -197,10 +245,14 @@ def train_cross_encoder(
         callbacks: extra ``transformers.TrainerCallback`` objects.
         dev: dev queries to keep the best step by (NDCG@10, the base included); None saves the last step.
         dev_evaluations: dev evaluations after the base, evenly spaced over the run's progress.
+        freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0: train
+            all): fewer weights to fit to a few dozen queries, and cheaper steps.
     """
     for name, value in (("batch_size", batch_size),):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) or freeze_layers < 0:
+        raise ValueError(f"freeze_layers must be an integer >= 0, got {freeze_layers!r}")
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs!r}")
     if max_minutes is not None and not max_minutes > 0:
@@ -219,6 +271,7 @@ def train_cross_encoder(
     set_seed(seed)
     with model_source(base_model) as source:  # fail fast offline; no progress bars while loading
         model = CrossEncoder(base_model, device=where, max_length=max_length, **source)
+    trainable = freeze(model, freeze_layers)
     labels: list[Any]
     if model.num_labels == 1:
         loss: Any = BinaryCrossEntropyLoss(model)
@@ -313,4 +366,6 @@ def train_cross_encoder(
         learning_rate=learning_rate,
         best_step=best.best_step if best is not None else None,
         dev=best.summary() if best is not None else None,
+        frozen_layers=freeze_layers,
+        trainable_parameters=trainable,
     )
