@@ -581,8 +581,10 @@ def test_cli_finetune_keeps_dev_queries_out_of_training_and_evaluation_and_repor
     _more_queries(demo, 3)  # 21 judged queries: 7 held out, 14 for training of which 3 are dev queries
     out = tmp_path / "tuned"
     argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(out), "--candidates", "10"]
-    status = main([*argv, "--learning-rate", "1e-3", "--dev-evals", "2", "--no-progress", "--threads", "1"])
+    flags = ["--learning-rate", "1e-3", "--dev-evals", "2", "--freeze-layers", "1", "--no-progress", "--threads", "1"]
+    status = main([*argv, *flags])
     report = json.loads((out / "report.json").read_text())
+    assert report["training"]["frozen_layers"] == 1
     train, dev, held = set(report["train_queries"]), set(report["dev_queries"]), set(report["eval_queries"])
     assert len(held) == 7 and len(dev) == 3 and len(train) == 11
     assert not train & dev and not train & held and not dev & held
@@ -593,6 +595,7 @@ def test_cli_finetune_keeps_dev_queries_out_of_training_and_evaluation_and_repor
     assert report["dev"]["best_step"] in [e["step"] for e in curve]
     printed = capsys.readouterr().out
     assert "dev (3 training queries kept out, ndcg@10 by step): 0: " in printed
+    assert "embeddings and first 1 layer frozen" in printed
     assert status in (0, 3)
     if report["dev"]["kept"] == "base":
         assert "so the saved model is the base" in report["verdict"]

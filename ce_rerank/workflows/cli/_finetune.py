@@ -232,6 +232,11 @@ def _print_report(report: dict[str, Any]) -> None:
         f"{pairs['removed_as_false_negatives']} candidates dropped as likely false negatives), {training['steps']} of "
         f"{training['planned_steps']} steps, {training['precision']}, {training['seconds']:.0f} s, "
         f"stopped: {training['stopped']}"
+        + (
+            f", embeddings and first {training['frozen_layers']} layer{'s' * (training['frozen_layers'] > 1)} frozen"
+            if training.get("frozen_layers")
+            else ""
+        )
     )
     dev = report["dev"]
     if dev.get("evaluations"):

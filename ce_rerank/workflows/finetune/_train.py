@@ -146,9 +146,8 @@ def freeze(model: Any, layers: int) -> int:
     if layers:
         embeddings, blocks = transformer_layers(model)
         if layers >= len(blocks):
-            raise ValueError(
-                f"freeze_layers={layers} would freeze all {len(blocks)} transformer layers: use at most {len(blocks) - 1}"
-            )
+            n = len(blocks)
+            raise ValueError(f"freeze_layers={layers} would freeze all {n} transformer layers: use at most {n - 1}")
         for module in (embeddings, *list(blocks)[:layers]):
             for p in module.parameters():
                 p.requires_grad_(False)
