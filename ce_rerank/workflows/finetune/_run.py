@@ -20,7 +20,7 @@ from ._generate import generate_queries as _generate
 from ._pairs import NegativeFilter, mine_pairs
 from ._select import MIN_DEV_QUERIES, build_dev_set
 from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
-from ._train import require_training, train_cross_encoder
+from ._train import check_freeze, require_training, train_cross_encoder
 
 
 @dataclass
@@ -149,11 +149,7 @@ def _check_freeze(base: CrossEncoderScorer, layers: int) -> None:
 
         with model_source(base.model_name) as source:
             count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
-        if layers >= count:
-            raise ValueError(
-                f"freeze_layers={layers} would freeze all {count} transformer layers of {base.model_name!r}: "
-                f"use at most {count - 1}"
-            )
+        check_freeze(layers, count, base.model_name)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -244,8 +240,7 @@ def finetune(
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
         raise ValueError(f"dev_fraction must be >= 0 and < 1 (0: no dev queries), got {dev_fraction!r}")
     _positive("dev_evaluations", dev_evaluations)
-    if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) or freeze_layers < 0:
-        raise ValueError(f"freeze_layers must be an integer >= 0, got {freeze_layers!r}")
+    check_freeze(freeze_layers)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
     gen_model = parse_generator(generate_queries) if generate_queries is not None else None

@@ -124,10 +124,7 @@ def transformer_layers(model: Any) -> tuple[Any, Any]:
     net = model.model
     core = getattr(net, "base_model", net)
     count = getattr(net.config, "num_hidden_layers", None)
-    layers = next(
-        (m for m in core.modules() if isinstance(m, torch.nn.ModuleList) and count is not None and len(m) == count),
-        None,
-    )
+    layers = next((m for m in core.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == count), None)
     embeddings = getattr(core, "embeddings", None) or net.get_input_embeddings()
     if layers is None:
         raise ValueError(
@@ -135,6 +132,17 @@ def transformer_layers(model: Any) -> tuple[Any, Any]:
             "BERT-style encoder; use freeze_layers=0"
         )
     return embeddings, layers
+
+
+def check_freeze(layers: Any, count: int | None = None, model: str | None = None) -> None:
+    """``freeze_layers`` is an integer >= 0 that, given the model's ``count`` layers, leaves one to train."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+        raise ValueError(f"freeze_layers must be an integer >= 0, got {layers!r}")
+    if count is not None and layers and layers >= count:
+        of = f" of {model!r}" if model else ""
+        raise ValueError(
+            f"freeze_layers={layers} would freeze all {count} transformer layers{of}: use at most {count - 1}"
+        )
 
 
 def freeze(model: Any, layers: int) -> int:
@@ -145,9 +153,7 @@ def freeze(model: Any, layers: int) -> int:
     """
     if layers:
         embeddings, blocks = transformer_layers(model)
-        if layers >= len(blocks):
-            n = len(blocks)
-            raise ValueError(f"freeze_layers={layers} would freeze all {n} transformer layers: use at most {n - 1}")
+        check_freeze(layers, len(blocks))
         for module in (embeddings, *list(blocks)[:layers]):
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -250,8 +256,7 @@ def train_cross_encoder(
     for name, value in (("batch_size", batch_size),):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) or freeze_layers < 0:
-        raise ValueError(f"freeze_layers must be an integer >= 0, got {freeze_layers!r}")
+    check_freeze(freeze_layers)
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs!r}")
     if max_minutes is not None and not max_minutes > 0:
