@@ -161,6 +161,11 @@ class PairTokenizer:
     ``__call__`` and ``num_special_tokens_to_add`` answer as a transformers fast tokenizer does
     (token ids and offsets without special tokens); :meth:`pairs` builds the padded, truncated
     batch exactly as the torch path's ``CrossEncoder.preprocess`` does.
+
+    The planning tokenises every text of a call once; :meth:`pairs` reuses those encodings for the
+    texts it is given whole (truncation and special tokens applied by ``post_process``, as
+    ``encode`` itself does), so a text is not tokenised a second time to build its batch. Window
+    slices and texts it has not seen are encoded afresh. Call under the model's lock.
     """
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
@@ -169,15 +174,13 @@ class PairTokenizer:
         self.plain = Tokenizer.from_file(str(path))
         self.plain.no_truncation()
         self.plain.no_padding()
-        self.batch = Tokenizer.from_file(str(path))
+        self.batch = Tokenizer.from_file(str(path))  # truncates pairs; padding is done in :meth:`pairs`
         self.batch.enable_truncation(meta["max_length"], strategy="longest_first")
-        self.batch.enable_padding(
-            direction=meta["padding_side"],
-            pad_id=meta["pad_id"],
-            pad_type_id=meta["pad_type_id"],
-            pad_token=meta["pad_token"],
-        )
+        self.batch.no_padding()
+        self.pad = {"input_ids": meta["pad_id"], "attention_mask": 0, "token_type_ids": meta["pad_type_id"]}
+        self.pad_left = meta["padding_side"] == "left"
         self.inputs: list[str] = list(meta["inputs"])
+        self._seen: dict[str, Any] = {}  # text -> its encoding without special tokens (the last list call)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return int(self.plain.num_special_tokens_to_add(pair))
@@ -196,7 +199,10 @@ class PairTokenizer:
             if return_offsets_mapping:
                 out["offset_mapping"] = enc.offsets
             return out
-        encs = self.plain.encode_batch(list(text), add_special_tokens=add_special_tokens)
+        texts = list(text)
+        encs = self.plain.encode_batch(texts, add_special_tokens=add_special_tokens)
+        if not add_special_tokens:
+            self._seen = dict(zip(texts, encs, strict=True))
         out = {"input_ids": [e.ids for e in encs]}
         if return_offsets_mapping:
             out["offset_mapping"] = [e.offsets for e in encs]
@@ -206,9 +212,32 @@ class PairTokenizer:
         """int64 arrays for the model's inputs, padded to the longest pair of the batch."""
         import numpy as np
 
-        encs = self.batch.encode_batch([(query, t) for t in texts])
+        encs: list[Any] = [None] * len(texts)
+        fresh = []
+        q = None
+        for i, t in enumerate(texts):
+            seen = self._seen.get(t)
+            if seen is None:
+                fresh.append(i)
+                continue
+            if q is None:
+                q = self.plain.encode(query, add_special_tokens=False)
+            encs[i] = self.batch.post_process(q, seen)  # truncation, then [CLS] q [SEP] t [SEP]: as encode does
+        for i, e in zip(fresh, self.batch.encode_batch([(query, texts[i]) for i in fresh]), strict=True):
+            encs[i] = e
+        width = max(len(e.ids) for e in encs)
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return {n: np.array([getattr(e, fields[n]) for e in encs], dtype=np.int64) for n in self.inputs}
+        out = {}
+        for name in self.inputs:
+            array = np.full((len(encs), width), self.pad[name], dtype=np.int64)
+            for row, e in zip(array, encs, strict=True):
+                values = getattr(e, fields[name])
+                if self.pad_left:
+                    row[width - len(values) :] = values
+                else:
+                    row[: len(values)] = values
+            out[name] = array
+        return out
 
 
 # -- the engine ------------------------------------------------------------------------------

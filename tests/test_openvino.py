@@ -72,11 +72,22 @@ def test_the_openvino_tokenizer_builds_the_torch_paths_batches_exactly(tiny_mode
     lm = ov_scorer.load()
     texts = [*TEXTS, LONG + " and more"]  # the last two are longer than the window: truncated by both
     want = ce.preprocess([(QUERY, t) for t in texts])
-    got = lm.tokenizer.pairs(QUERY, texts)
-    assert set(got) == {"input_ids", "attention_mask", "token_type_ids"}
-    for name, array in got.items():
-        assert array.tolist() == want[name].tolist(), name
-    assert got["input_ids"].shape[1] == lm.max_length == torch_scorer.load().max_length
+    tok = lm.tokenizer
+    tok._seen = {}
+    cold = tok.pairs(QUERY, texts)  # nothing planned: every pair encoded afresh
+    tok(texts[::2], add_special_tokens=False)  # as the planning does: these are reused, the rest encoded
+    mixed = tok.pairs(QUERY, texts)
+    assert set(tok._seen) == set(texts[::2])
+    tok(texts, add_special_tokens=False)
+    reused = [tok.pairs(QUERY, texts), tok.pairs(QUERY, texts)]  # reuse leaves the kept encodings as they were
+    for got in (cold, mixed, *reused):
+        assert set(got) == {"input_ids", "attention_mask", "token_type_ids"}
+        for name, array in got.items():
+            assert array.tolist() == want[name].tolist(), name
+    assert cold["input_ids"].shape[1] == lm.max_length == torch_scorer.load().max_length
+    short = texts[:2]  # padded to its own longest pair, as preprocess pads
+    for name, array in tok.pairs(QUERY, short).items():
+        assert array.tolist() == ce.preprocess([(QUERY, t) for t in short])[name].tolist(), name
 
 
 @pytest.mark.parametrize("long_text", ["window", "truncate"])
