@@ -23,7 +23,7 @@ def length_grouped(lengths: Sequence[int]) -> Callable[..., Any]:
     try:
         from sentence_transformers.base.sampler import DefaultBatchSampler
     except ImportError:  # pragma: no cover - sentence-transformers before the base package
-        from sentence_transformers.sampler import DefaultBatchSampler
+        from sentence_transformers.sampler import DefaultBatchSampler  # type: ignore[no-redef]
 
     class LengthGroupedBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
         def __iter__(self) -> Iterator[list[int]]:
