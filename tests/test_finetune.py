@@ -7,6 +7,7 @@ shipped with the package, and the loopback Ollama stand-in (tests/ollama_server.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
 FINETUNE_API = [
     "CONSISTENCY_TOP",
     "DEV_METRIC",
+    "DEV_SIGNIFICANCE",
     "GATE_METRIC",
     "MIN_DEV_QUERIES",
     "MIN_EVAL_QUERIES",
@@ -303,9 +305,10 @@ def test_ctrl_c_stops_after_the_current_step_and_saves_it(tiny_model_dir: str, t
 # -- keeping the best step on dev queries -------------------------------------------------
 
 
-def _dev(texts_per_query: int = 6) -> ft.DevSet:
-    dev = ft.DevSet(query_ids=["q0", "q1"], qrels={})
-    for q, query in (("q0", "capital of france"), ("q1", "yellow fruit")):
+def _dev(texts_per_query: int = 6, queries: int = 2) -> ft.DevSet:
+    words = ["capital of france", "yellow fruit", "tallest mountain", "fastest bird"][:queries]
+    dev = ft.DevSet(query_ids=[f"q{i}" for i in range(queries)], qrels={})
+    for q, query in zip(dev.query_ids, words, strict=True):
         for i in range(texts_per_query):
             dev.queries.append(query)
             dev.texts.append(f"{query} passage {i} " + "word " * i)
@@ -337,6 +340,53 @@ def test_best_step_keeps_the_weights_of_the_best_dev_evaluation_and_the_base_on_
     assert best.best_step == 5  # step 15 only ties step 5: the earlier one is kept
     assert torch.equal(model.weight, weights[5])
     assert best.summary()["kept"] == "step 5"
+
+
+def _ranked(dev: ft.DevSet, rank_of_relevant: list[int]) -> list[float]:
+    """Dev outputs that put each query's d0 at the given rank (1 = first) and the others in their order."""
+    raw = []
+    for q, rank in zip(dev.query_ids, rank_of_relevant, strict=True):
+        n = sum(owner[0] == q for owner in dev.owners)
+        raw += [n - rank + 0.5] + [float(n - i) for i in range(1, n)]  # rank - 1 others score above d0
+    return raw
+
+
+def test_a_best_step_that_is_not_significantly_better_on_dev_is_not_kept() -> None:
+    import torch
+
+    dev = _dev(queries=4)
+    dev.qrels = {q: {f"{q}-d0": 1} for q in dev.query_ids}
+    base_out, step_out = _ranked(dev, [2, 2, 2, 2]), _ranked(dev, [1, 2, 2, 2])  # one query better, three the same
+    for significance, kept in ((ft.DEV_SIGNIFICANCE, 0), (1.0, 4)):  # the default (0.05) keeps the base
+        model = torch.nn.Linear(2, 1)
+        with torch.no_grad():
+            model.weight.fill_(0.0)
+        outputs = iter([base_out, step_out])
+        best = ft.BestStep(
+            model, dev, outputs.__next__, planned=4, max_minutes=None, evaluations=1, significance=significance
+        )
+        best.begin()
+        for step in range(1, 5):
+            with torch.no_grad():
+                model.weight.fill_(float(step))
+            best.step_end(step)
+        best.finish(4)
+        assert [e["ndcg@10"] for e in best.history] == [0.6309, 0.7232]  # the step is better on dev ...
+        summary = best.summary()
+        assert summary["best_dev_step"] == 4 and summary["test"]["better"] == 1 and summary["test"]["same"] == 3
+        assert summary["test"]["p_value"] == pytest.approx(0.391, abs=1e-3)  # ... but by one query of four
+        assert best.best_step == kept and summary["kept"] == ("base" if kept == 0 else "step 4")
+        assert torch.equal(model.weight, torch.full_like(model.weight, float(kept)))  # the kept step's weights
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.5, True, "0.1"])
+def test_the_dev_significance_must_be_a_p_value(value: object, tiny_model_dir: str, tmp_path: Path) -> None:
+    import torch
+
+    with pytest.raises(ValueError, match="dev_significance must be a p-value"):
+        ft.BestStep(torch.nn.Linear(2, 1), _dev(), list, planned=1, max_minutes=None, evaluations=1, significance=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dev_significance must be a p-value"):
+        ft.train_cross_encoder(tiny_model_dir, _pairs(4), tmp_path / "m", dev_significance=value)  # type: ignore[arg-type]
 
 
 def test_dev_evaluations_fit_a_quarter_of_the_budget_and_their_time_is_not_training_progress(
@@ -599,6 +649,10 @@ def test_cli_finetune_keeps_dev_queries_out_of_training_and_evaluation_and_repor
     assert status in (0, 3)
     if report["dev"]["kept"] == "base":
         assert "so the saved model is the base" in report["verdict"]
+    test = report["dev"]["test"]  # the best step against the base on dev, when a step beat the base there
+    if test is not None:
+        assert report["dev"]["best_dev_step"] > 0 and test["queries"] == 3
+        assert f"paired t-test p={test['p_value']:.3g}" in printed
 
 
 def test_cli_finetune_says_why_there_is_no_dev_set(
@@ -619,6 +673,33 @@ def test_cli_finetune_says_why_there_is_no_dev_set(
         main(["finetune", str(demo), "--model", tiny_model_dir, "--output", str(tmp_path / "x"), "--dev-fraction", "1"])
     assert exit_info.value.code == 2
     assert "expected a fraction >= 0 and < 1 (0: no dev queries), got '1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "finetune",
+                str(demo),
+                "--model",
+                tiny_model_dir,
+                "--output",
+                str(tmp_path / "y"),
+                "--dev-significance",
+                "0",
+            ]
+        )
+    assert exit_info.value.code == 2 and not (tmp_path / "y").exists()
+    assert "expected a p-value > 0 and <= 1 (e.g. 0.05; 1: no test), got '0'" in capsys.readouterr().err
+
+
+def test_the_clis_dev_significance_default_is_the_workflows() -> None:
+    from ce_rerank.workflows.cli import build_parser
+    from ce_rerank.workflows.finetune._select import DEV_SIGNIFICANCE
+
+    args = build_parser().parse_args(["finetune", "d", "--model", "m", "--output", "o"])
+    assert (
+        args.dev_significance
+        == DEV_SIGNIFICANCE
+        == inspect.signature(ft.finetune).parameters["dev_significance"].default
+    )
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,16 @@ def _dev_fraction(value: str) -> float:
     return x
 
 
+def _p_value(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a p-value > 0 and <= 1, got {value!r}") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"expected a p-value > 0 and <= 1 (e.g. 0.05; 1: no test), got {value!r}")
+    return x
+
+
 def _positive_float(value: str) -> float:
     try:
         x = float(value)
@@ -118,6 +128,14 @@ def add_finetune_parser(sub: Any) -> None:
         help="dev evaluations during training, evenly spaced over the steps or the budget (default 10)",
     )
     p.add_argument(
+        "--dev-significance",
+        type=_p_value,
+        default=0.05,  # finetune's DEV_SIGNIFICANCE (not imported: the CLI starts without the training stack)
+        metavar="P",
+        help="keep the best dev step only when it beats the base on the dev queries by a paired t-test with "
+        "p <= P, else save the base (default 0.05; 1: whenever it is better)",
+    )
+    p.add_argument(
         "--freeze-layers",
         type=int,
         default=0,
@@ -195,6 +213,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         dev_fraction=args.dev_fraction,
         dev_evaluations=args.dev_evals,
+        dev_significance=args.dev_significance,
         freeze_layers=args.freeze_layers,
         progress=not args.no_progress,
     )
@@ -241,8 +260,16 @@ def _print_report(report: dict[str, Any]) -> None:
     dev = report["dev"]
     if dev.get("evaluations"):
         curve = ", ".join(f"{e['step']}: {e[dev['metric']]:.4f}" for e in dev["evaluations"])
+        test, saved = dev.get("test"), dev["kept"]
+        if test is not None:  # the best dev step against the base, on the dev queries
+            kept = saved != "base"
+            saved += (
+                f" (step {dev['best_dev_step']} vs base on dev: {test['mean_b'] - test['mean_a']:+.4f}, "
+                f"{test['better']} better / {test['worse']} worse, paired t-test p={test['p_value']:.3g} "
+                f"{'<=' if kept else '>'} {dev['significance']:g})"
+            )
         console.print(
-            f"dev ({dev['queries']} training queries kept out, {dev['metric']} by step): {curve}; saved: {dev['kept']}"
+            f"dev ({dev['queries']} training queries kept out, {dev['metric']} by step): {curve}; saved: {saved}"
         )
     else:
         console.print(f"no dev set: {dev['reason']}")

@@ -37,13 +37,14 @@ from ._generate import (
 )
 from ._pairs import TrainingPairs, mine_pairs
 from ._run import FinetuneResult, check_output, finetune
-from ._select import DEV_METRIC, MIN_DEV_QUERIES, BestStep, DevSet, build_dev_set
+from ._select import DEV_METRIC, DEV_SIGNIFICANCE, MIN_DEV_QUERIES, BestStep, DevSet, build_dev_set
 from ._split import MIN_EVAL_QUERIES, MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
 from ._train import TrainingResult, train_cross_encoder
 
 __all__ = [
     "CONSISTENCY_TOP",
     "DEV_METRIC",
+    "DEV_SIGNIFICANCE",
     "GATE_METRIC",
     "MIN_DEV_QUERIES",
     "MIN_EVAL_QUERIES",

@@ -18,7 +18,7 @@ from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
 from ._pairs import NegativeFilter, mine_pairs
-from ._select import MIN_DEV_QUERIES, build_dev_set
+from ._select import DEV_SIGNIFICANCE, MIN_DEV_QUERIES, build_dev_set, check_significance
 from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
 from ._train import check_freeze, require_training, train_cross_encoder
 
@@ -180,6 +180,7 @@ def finetune(
     fusion: Literal["rrf"] | None = None,
     dev_fraction: float = 0.2,
     dev_evaluations: int = 10,
+    dev_significance: float = DEV_SIGNIFICANCE,
     freeze_layers: int = 0,
     ollama_host: str | None = None,
     progress: bool = False,
@@ -221,6 +222,9 @@ def finetune(
             the last step. Needs at least 3 dev queries and 3 left to train on; otherwise there is no
             dev set and the report says why.
         dev_evaluations: dev evaluations after the base, evenly spaced over the run (steps or budget).
+        dev_significance: the best dev step is kept only when it beats the base on the dev queries by a
+            paired t-test with p <= this (default 0.05); otherwise the base is saved. 1 keeps the best
+            dev step whenever it is better.
         freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0:
             train all of them).
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
@@ -240,6 +244,7 @@ def finetune(
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
         raise ValueError(f"dev_fraction must be >= 0 and < 1 (0: no dev queries), got {dev_fraction!r}")
     _positive("dev_evaluations", dev_evaluations)
+    check_significance(dev_significance)
     check_freeze(freeze_layers)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
@@ -327,6 +332,7 @@ def finetune(
         callbacks=callbacks,
         dev=dev,
         dev_evaluations=dev_evaluations,
+        dev_significance=dev_significance,
         freeze_layers=freeze_layers,
     )
     tuned = _like(base, str(model_dir))
@@ -342,7 +348,14 @@ def finetune(
         progress=progress,
     )
     verdict = gate.verdict
-    if training.best_step == 0:
+    test = (training.dev or {}).get("test")
+    if training.best_step == 0 and test is not None:
+        verdict += (
+            f"; the best step on the {len(dev_ids)} dev queries (step {training.dev['best_dev_step']}, "
+            f"{test['mean_b'] - test['mean_a']:+.4f}) was not significantly better than the base (paired t-test "
+            f"p={test['p_value']:.3g} > dev_significance {dev_significance:g}), so the saved model is the base"
+        )
+    elif training.best_step == 0:
         verdict += f"; no training step beat the base on the {len(dev_ids)} dev queries, so the saved model is the base"
     report: dict[str, Any] = {
         "dataset": data.name,

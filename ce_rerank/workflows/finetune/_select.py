@@ -8,6 +8,13 @@ run's progress (steps or, with a budget, time: the learning-rate schedule's meas
 weights of the best evaluation are the ones saved. A later step must beat the best so far
 strictly, so the base is kept when no step beats it.
 
+A dev set of a few dozen queries is noisy, and the best of ten evaluations is the luckiest of ten:
+in benchmarks/finetune.md (rounds 5-6) the step picked was +0.03 to +0.08 NDCG@10 over the base on
+5-13 dev queries and -0.03 to -0.07 on the held-out ones. So the best step is kept only when it
+beats the base on the dev queries by a paired t-test (the gate's test) with a p-value of at most
+``significance`` (default :data:`DEV_SIGNIFICANCE`); otherwise the base is saved. ``1`` keeps the
+best step whenever it is better on dev.
+
 Dev evaluations cost time (on a 2-core CPU without bfloat16, one over 32 Cranfield queries took
 about as long as 16 training steps): the time they take is not counted as training progress, and
 with a budget there are only as many as fit in a quarter of it, judged by how long the base's took
@@ -29,9 +36,11 @@ from ..._batching import plan_batches
 from ..._local import CrossEncoderScorer, torch_raw_scores
 from ..evaluation._data import Dataset, Run, ranked_ids
 from ..evaluation._metrics import evaluate_run
+from ..evaluation._significance import PairedComparison, paired_comparison
 
 DEV_METRIC = "ndcg@10"
 MIN_DEV_QUERIES = 3
+DEV_SIGNIFICANCE = 0.05  # the best step is kept when its dev gain over the base has a paired t-test p <= this
 DEV_SHARE = 0.25  # with a budget, dev evaluations (the base's included) take at most this share of it
 
 
@@ -64,9 +73,19 @@ class DevSet:
                 out[q][d] = float(r)
         return out
 
-    def ndcg(self, raw: Sequence[float]) -> float:
-        means, _ = evaluate_run(self.qrels, self.run(raw), query_ids=self.query_ids, metrics=[DEV_METRIC])
-        return means[DEV_METRIC]
+    def ndcg(self, raw: Sequence[float]) -> tuple[float, dict[str, dict[str, float]]]:
+        """The mean NDCG@10 over the dev queries, and each query's (query id -> metric -> value)."""
+        means, per_query = evaluate_run(self.qrels, self.run(raw), query_ids=self.query_ids, metrics=[DEV_METRIC])
+        return means[DEV_METRIC], per_query
+
+
+def check_significance(value: object) -> None:
+    """The dev test's threshold must be a p-value in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(
+            f"dev_significance must be a p-value > 0 and <= 1 (1: keep the best dev step whenever it is better), "
+            f"got {value!r}"
+        )
 
 
 def build_dev_set(
@@ -131,6 +150,8 @@ class BestStep:
         max_minutes: the training budget, or None.
         evaluations: evaluation points after the base (progress 1/n, 2/n, ..., 1); with a budget, fewer
             when they would take more than :data:`DEV_SHARE` of it.
+        significance: the best step is kept only when a paired t-test of its per-query dev NDCG@10
+            against the base's gives a p-value of at most this (1: whenever it is better).
     """
 
     def __init__(
@@ -142,7 +163,9 @@ class BestStep:
         planned: int,
         max_minutes: float | None,
         evaluations: int,
+        significance: float = DEV_SIGNIFICANCE,
     ) -> None:
+        check_significance(significance)
         self.model = model
         self.dev = dev
         self._score = score
@@ -152,19 +175,27 @@ class BestStep:
         self.history: list[dict[str, float]] = []
         self.best_step = 0
         self.best_value = float("-inf")
+        self.significance = significance
+        self.test: PairedComparison | None = None  # the best step against the base, on the dev queries
+        self.best_dev_step = 0  # the step with the best dev value, kept or not
         self._best_state: dict[str, Any] | None = None
+        self._base_state: dict[str, Any] | None = None
+        self._per_query: dict[int, dict[str, dict[str, float]]] = {}
         self._next = 1
         self._started = time.monotonic()
         self._dev_seconds = 0.0
 
     def evaluate(self, step: int) -> float:
         started = time.monotonic()
-        value = self.dev.ndcg(self._score())
+        value, per_query = self.dev.ndcg(self._score())
         self._dev_seconds += time.monotonic() - started
         self.history.append({"step": step, DEV_METRIC: round(value, 4), "seconds": round(started - self._started, 1)})
         if value > self.best_value:  # strictly better: ties keep the earlier step (the base first)
             self.best_value, self.best_step = value, step
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self._per_query[step] = per_query
+            if self._base_state is None:
+                self._base_state = self._best_state
         return value
 
     def begin(self) -> None:
@@ -184,9 +215,17 @@ class BestStep:
             self.evaluate(step)
 
     def finish(self, step: int) -> None:
-        """Evaluate the last step if that has not happened, then put the best weights back in the model."""
+        """Evaluate the last step if that has not happened, test the best step against the base, and put the
+        weights that are kept (the best step's, or the base's when its gain is not significant) in the model."""
         if self.history[-1]["step"] != step:
             self.evaluate(step)
+        self.best_dev_step = self.best_step
+        if self.best_step != 0:
+            self.test = paired_comparison(
+                self._per_query[0], self._per_query[self.best_step], metric=DEV_METRIC, query_ids=self.dev.query_ids
+            )
+            if not (self.test.delta > 0 and self.test.p_value <= self.significance):
+                self.best_step, self._best_state = 0, self._base_state
         if self._best_state is not None and self.best_step != step:
             self.model.load_state_dict(self._best_state)
 
@@ -199,6 +238,9 @@ class BestStep:
             "evaluations_planned": self.evaluations,
             "evaluations": self.history,
             "best_step": self.best_step,
+            "best_dev_step": self.best_dev_step,
+            "significance": self.significance,
+            "test": self.test.as_dict() if self.test is not None else None,
             "kept": "base" if self.best_step == 0 else f"step {self.best_step}",
             "seconds": round(self._dev_seconds, 1),
         }

@@ -32,7 +32,7 @@ from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
 from ._sampler import length_grouped
-from ._select import BestStep, DevSet, model_scorer, trainer_callback
+from ._select import DEV_SIGNIFICANCE, BestStep, DevSet, check_significance, model_scorer, trainer_callback
 
 EXTRA = "ce-rerank[train]"
 
@@ -227,6 +227,7 @@ def train_cross_encoder(
     callbacks: Sequence[Any] = (),
     dev: DevSet | None = None,
     dev_evaluations: int = 10,
+    dev_significance: float = DEV_SIGNIFICANCE,
     freeze_layers: int = 0,
 ) -> TrainingResult:
     """Fine-tune ``base_model`` on ``pairs`` and save the cross-encoder to ``output_dir``.
@@ -250,6 +251,8 @@ def train_cross_encoder(
         callbacks: extra ``transformers.TrainerCallback`` objects.
         dev: dev queries to keep the best step by (NDCG@10, the base included); None saves the last step.
         dev_evaluations: dev evaluations after the base, evenly spaced over the run's progress.
+        dev_significance: the best dev step is kept only when a paired t-test of its per-query dev NDCG@10
+            against the base's gives p <= this; else the base is saved (1: keep it whenever it is better).
         freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0: train
             all): fewer weights to fit to a few dozen queries, and cheaper steps.
     """
@@ -263,6 +266,7 @@ def train_cross_encoder(
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
     if isinstance(dev_evaluations, bool) or not isinstance(dev_evaluations, int) or dev_evaluations < 1:
         raise ValueError(f"dev_evaluations must be an integer >= 1, got {dev_evaluations!r}")
+    check_significance(dev_significance)
     if not len(pairs):
         raise ValueError("no training pairs: every training query lacked positives or candidates")
     datasets, _ = require_training()
@@ -305,7 +309,15 @@ def train_cross_encoder(
     best = None
     if dev is not None and len(dev):
         score = model_scorer(model, dev, bf16=bf16)
-        best = BestStep(model, dev, score, planned=planned, max_minutes=max_minutes, evaluations=dev_evaluations)
+        best = BestStep(
+            model,
+            dev,
+            score,
+            planned=planned,
+            max_minutes=max_minutes,
+            evaluations=dev_evaluations,
+            significance=dev_significance,
+        )
         callbacks = [*callbacks, trainer_callback(best)]
     with tempfile.TemporaryDirectory(prefix="ce-rerank-train-") as scratch:
         args = CrossEncoderTrainingArguments(
