@@ -448,6 +448,12 @@ class CrossEncoderScorer:
 
     # -- windows, for training on the units that are scored -------------------------------
 
+    def scored_query(self, query: str) -> str:
+        """The query as :meth:`score` sends it through the model: cut to the query budget (without the warning)."""
+        lm = self.load()
+        with lm.lock:
+            return self._fit_query(lm, _SURROGATE.sub("\ufffd", query))
+
     def window_spans(self, query: str, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """The character spans :meth:`score` would send through the model for each text.
 

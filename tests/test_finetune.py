@@ -20,7 +20,7 @@ from conftest import FakeScorer
 from ollama_server import FakeOllama, compose_question
 
 import ce_rerank.finetune as ft
-from ce_rerank import CrossEncoderScorer
+from ce_rerank import CrossEncoderScorer, QueryTruncationWarning
 from ce_rerank.evaluation import Dataset, DatasetError, evaluate_run, load_beir, read_trec_run
 from ce_rerank.workflows.cli import main
 from ce_rerank.workflows.evaluation._significance import paired_comparison
@@ -496,6 +496,18 @@ def test_the_dev_set_holds_each_dev_querys_candidates_in_the_scorers_windows(tin
     assert dev.owners == [("q", "long")] * len(spans) + [("q", "b")]
     assert set(dev.queries) == {"capital of france"} and dev.qrels == {"q": {"long": 1}}
     assert dev.run([0.1] * len(spans[:-1]) + [0.9, 0.5]) == {"q": {"long": 0.9, "b": 0.5}}  # best window
+
+
+def test_dev_queries_are_cut_to_the_query_budget_as_inference_cuts_them(tiny_model_dir: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_query_tokens=3)
+    long_query = "what is the capital city of france and which river runs through it"
+    data = Dataset(name="t", corpus={"a": "Paris is on the Seine."}, queries={"q": long_query}, qrels={"q": {"a": 1}})
+    dev = ft.build_dev_set(data, {"q": {"a": 1.0}}, ["q"], scorer, depth=1)
+    cut = scorer.scored_query(long_query)
+    assert dev.queries == [cut] and cut != long_query and long_query.startswith(cut)
+    with pytest.warns(QueryTruncationWarning):  # what score() sends through the model is the same cut query
+        scored = scorer.score(long_query, ["Paris is on the Seine."]).raw
+    assert scorer.score(cut, ["Paris is on the Seine."]).raw == pytest.approx(scored, abs=1e-6)
 
 
 def test_saved_model_loads_in_both_adapters_and_scores_like_the_trained_weights(

@@ -21,8 +21,9 @@ with a budget there are only as many as fit in a quarter of it, judged by how lo
 (at least one, after the last step).
 
 The dev evaluation reranks each dev query's first-stage candidates (the gate's depth) with the
-model being trained, each text cut into the scorer's windows and scored by its best window, as
-inference does; NDCG@10 is computed by ``pytrec_eval`` like every other figure.
+model being trained, the query cut to the scorer's query budget and each text cut into the scorer's
+windows and scored by its best window, as inference does;
+NDCG@10 is computed by ``pytrec_eval`` like every other figure.
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ def build_dev_set(
         if not docs:
             continue
         texts = [dataset.corpus[d] for d in docs]
-        for d, text, spans in zip(docs, texts, scorer.window_spans(dataset.queries[q], texts), strict=True):
+        query = scorer.scored_query(dataset.queries[q])  # cut to the query budget, as inference cuts it
+        for d, text, spans in zip(docs, texts, scorer.window_spans(query, texts), strict=True):
             for a, b in spans:
-                dev.queries.append(dataset.queries[q])
+                dev.queries.append(query)
                 dev.texts.append(text[a:b])
                 dev.owners.append((q, d))
     return dev
