@@ -260,16 +260,10 @@ def _print_report(report: dict[str, Any]) -> None:
     dev = report["dev"]
     if dev.get("evaluations"):
         curve = ", ".join(f"{e['step']}: {e[dev['metric']]:.4f}" for e in dev["evaluations"])
-        test, saved = dev.get("test"), dev["kept"]
-        if test is not None:  # the best dev step against the base, on the dev queries
-            kept = saved != "base"
-            saved += (
-                f" (step {dev['best_dev_step']} vs base on dev: {test['mean_b'] - test['mean_a']:+.4f}, "
-                f"{test['better']} better / {test['worse']} worse, paired t-test p={test['p_value']:.3g} "
-                f"{'<=' if kept else '>'} {dev['significance']:g})"
-            )
+        why = f" ({dev['decision']})" if dev["kept"] != "base" else ""  # for the base, the verdict says why
         console.print(
-            f"dev ({dev['queries']} training queries kept out, {dev['metric']} by step): {curve}; saved: {saved}"
+            f"dev ({dev['queries']} training queries kept out, {dev['metric']} by step): {curve}; "
+            f"saved: {dev['kept']}{why}"
         )
     else:
         console.print(f"no dev set: {dev['reason']}")

@@ -348,16 +348,8 @@ def finetune(
         progress=progress,
     )
     verdict = gate.verdict
-    dev_summary = training.dev or {}
-    test = dev_summary.get("test")
-    if training.best_step == 0 and test is not None:
-        verdict += (
-            f"; the best step on the {len(dev_ids)} dev queries (step {dev_summary['best_dev_step']}, "
-            f"{test['mean_b'] - test['mean_a']:+.4f}) was not significantly better than the base (paired t-test "
-            f"p={test['p_value']:.3g} > dev_significance {dev_significance:g}), so the saved model is the base"
-        )
-    elif training.best_step == 0:
-        verdict += f"; no training step beat the base on the {len(dev_ids)} dev queries, so the saved model is the base"
+    if training.best_step == 0 and training.dev is not None:
+        verdict += f"; {training.dev['decision']}"
     report: dict[str, Any] = {
         "dataset": data.name,
         "model": base.model_name,

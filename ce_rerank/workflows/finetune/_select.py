@@ -181,8 +181,9 @@ class BestStep:
         self.test: PairedComparison | None = None  # the best step against the base, on the dev queries
         self.best_dev_step = 0  # the step with the best dev value, kept or not
         self._best_state: dict[str, Any] | None = None
-        self._base_state: dict[str, Any] | None = None
-        self._per_query: dict[int, dict[str, dict[str, float]]] = {}
+        self._best_per_query: dict[str, dict[str, float]] = {}
+        self._base_state: dict[str, Any] | None = None  # and the base's per-query values: the first evaluation's
+        self._base_per_query: dict[str, dict[str, float]] = {}
         self._next = 1
         self._started = time.monotonic()
         self._dev_seconds = 0.0
@@ -195,9 +196,9 @@ class BestStep:
         if value > self.best_value:  # strictly better: ties keep the earlier step (the base first)
             self.best_value, self.best_step = value, step
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self._per_query[step] = per_query
+            self._best_per_query = per_query
             if self._base_state is None:
-                self._base_state = self._best_state
+                self._base_state, self._base_per_query = self._best_state, per_query
         return value
 
     def begin(self) -> None:
@@ -224,12 +225,26 @@ class BestStep:
         self.best_dev_step = self.best_step
         if self.best_step != 0:
             self.test = paired_comparison(
-                self._per_query[0], self._per_query[self.best_step], metric=DEV_METRIC, query_ids=self.dev.query_ids
+                self._base_per_query, self._best_per_query, metric=DEV_METRIC, query_ids=self.dev.query_ids
             )
             if not (self.test.delta > 0 and self.test.p_value <= self.significance):
                 self.best_step, self._best_state = 0, self._base_state
         if self._best_state is not None and self.best_step != step:
             self.model.load_state_dict(self._best_state)
+
+    def decision(self) -> str:
+        """Which weights were kept and why, in a sentence (after :meth:`finish`)."""
+        n = len(self.dev.query_ids)
+        if self.test is None:
+            return f"no training step beat the base on the {n} dev queries, so the saved model is the base"
+        t = self.test
+        change = f"{t.delta:+.4f}, {t.better} better / {t.worse} worse, paired t-test p={t.p_value:.3g}"
+        if self.best_step:
+            return f"step {self.best_step} beat the base on the {n} dev queries ({change} <= {self.significance:g})"
+        return (
+            f"the best step on the {n} dev queries (step {self.best_dev_step}: {change} > dev_significance "
+            f"{self.significance:g}) was not significantly better than the base, so the saved model is the base"
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -244,6 +259,7 @@ class BestStep:
             "significance": self.significance,
             "test": self.test.as_dict() if self.test is not None else None,
             "kept": "base" if self.best_step == 0 else f"step {self.best_step}",
+            "decision": self.decision(),
             "seconds": round(self._dev_seconds, 1),
         }
 
