@@ -1,11 +1,12 @@
 """Would the dev test (``--dev-significance``) have kept the step a finished ``ce-rerank finetune`` run saved?
 
 For each output folder: the run's dev queries (``report.json``) and their first-stage candidates
-are rebuilt as ``finetune`` builds them (``build_dev_set``), scored with the base model and with the
-saved model (the best dev step), and the two are compared query by query (per-query NDCG@10, the
-paired t-test of ``--dev-significance``), beside the held-out change the gate measured. Runs made
-before the dev queries were cut to the query budget (commit 31709bf) can differ slightly from
-their logged dev curve on sets with long queries (CISI).
+are rebuilt as ``finetune`` builds them (``build_dev_set``), scored with the base model and with
+the saved model (the best dev step) by finetune's own dev evaluation (``model_scorer``, float32),
+and compared query by query (per-query NDCG@10, the paired t-test of ``--dev-significance``),
+beside the held-out change the gate measured. Runs made before the dev queries were cut to the
+query budget (commit 31709bf) can differ slightly from their logged dev curve on sets with long
+queries (CISI).
 
     python benchmarks/dev_retro.py /tmp/ft/npl /tmp/ft/medline ... [--data ../shared/data] [--wikiqa /tmp/wikiqa-train]
 """
@@ -14,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import _workloads as W
+from sentence_transformers.cross_encoder import CrossEncoder
 
 from ce_rerank import CrossEncoderScorer
 from ce_rerank.workflows.evaluation._data import load_beir
 from ce_rerank.workflows.evaluation._first_stage import first_stage_run
-from ce_rerank.workflows.evaluation._metrics import evaluate_run
 from ce_rerank.workflows.evaluation._significance import paired_comparison
 from ce_rerank.workflows.finetune import DEV_SIGNIFICANCE, build_dev_set
+from ce_rerank.workflows.finetune._select import model_scorer
 
 
 def main() -> None:
@@ -48,15 +49,8 @@ def main() -> None:
         base = CrossEncoderScorer(model if Path(model).exists() else r["model"], dtype="float32")
         dev = build_dev_set(data, run, r["dev_queries"], base, depth=r["candidates"])
         per = {}
-        for name, scorer in (("base", base), ("saved", CrossEncoderScorer(f"{out}/model", dtype="float32"))):
-            rows = defaultdict(list)
-            for i, q in enumerate(dev.queries):
-                rows[q].append(i)
-            raw = [0.0] * len(dev)
-            for q, idx in rows.items():
-                for i, v in zip(idx, scorer.score(q, [dev.texts[i] for i in idx]).raw, strict=True):
-                    raw[i] = v
-            _, per[name] = evaluate_run(dev.qrels, dev.run(raw), query_ids=dev.query_ids, metrics=["ndcg@10"])
+        for name, path in (("base", base.model_name), ("saved", f"{out}/model")):  # as finetune's dev evaluation
+            _, per[name] = dev.ndcg(model_scorer(CrossEncoder(path, device="cpu"), dev, bf16=False)())
         c = paired_comparison(per["base"], per["saved"], query_ids=dev.query_ids)
         kept = c.delta > 0 and c.p_value <= DEV_SIGNIFICANCE
         held = r["tuned"]["ndcg@10"] - r["base"]["ndcg@10"]

@@ -45,12 +45,13 @@ def main() -> None:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     times: dict[int, list[float]] = {k: [] for k in models}
     tokens = []
+    tokenizer = next(iter(models.values()))[0].tokenizer  # the same tokenizer for both settings
     for i, batch in enumerate(batches):
+        features = tokenizer(
+            [q for q, _ in batch], [t for _, t in batch], padding=True, truncation=True, return_tensors="pt"
+        )
         for layers, (ce, opt, _) in models.items():
             ce.model.train()
-            features = ce.tokenizer(
-                [q for q, _ in batch], [t for _, t in batch], padding=True, truncation=True, return_tensors="pt"
-            )
             labels = torch.tensor([float(j % 2) for j in range(len(batch))])
             started = time.perf_counter()
             logits = ce.model(**features).logits.view(-1)
