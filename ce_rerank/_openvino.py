@@ -174,11 +174,15 @@ class PairTokenizer:
         self.plain = Tokenizer.from_file(str(path))
         self.plain.no_truncation()
         self.plain.no_padding()
-        self.batch = Tokenizer.from_file(str(path))  # truncates pairs; padding is done in :meth:`pairs`
+        self.batch = Tokenizer.from_file(str(path))  # truncates pairs; :meth:`pairs` pads each batch
         self.batch.enable_truncation(meta["max_length"], strategy="longest_first")
         self.batch.no_padding()
-        self.pad = {"input_ids": meta["pad_id"], "attention_mask": 0, "token_type_ids": meta["pad_type_id"]}
-        self.pad_left = meta["padding_side"] == "left"
+        self.padding = {
+            "direction": meta["padding_side"],
+            "pad_id": meta["pad_id"],
+            "pad_type_id": meta["pad_type_id"],
+            "pad_token": meta["pad_token"],
+        }
         self.inputs: list[str] = list(meta["inputs"])
         self._seen: dict[str, Any] = {}  # text -> its encoding without special tokens (the last list call)
 
@@ -226,18 +230,10 @@ class PairTokenizer:
         for i, e in zip(fresh, self.batch.encode_batch([(query, texts[i]) for i in fresh]), strict=True):
             encs[i] = e
         width = max(len(e.ids) for e in encs)
+        for e in encs:  # fresh encodings (post_process returns new ones): the kept ones stay unpadded
+            e.pad(width, **self.padding)
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        out = {}
-        for name in self.inputs:
-            array = np.full((len(encs), width), self.pad[name], dtype=np.int64)
-            for row, e in zip(array, encs, strict=True):
-                values = getattr(e, fields[name])
-                if self.pad_left:
-                    row[width - len(values) :] = values
-                else:
-                    row[: len(values)] = values
-            out[name] = array
-        return out
+        return {n: np.array([getattr(e, fields[n]) for e in encs], dtype=np.int64) for n in self.inputs}
 
 
 # -- the engine ------------------------------------------------------------------------------
