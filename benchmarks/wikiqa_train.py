@@ -5,13 +5,16 @@
 one folder with both, so that ``finetune`` takes its training queries from ``qrels/train.tsv``
 and evaluates on ``qrels/test.tsv``:
 
-    python benchmarks/wikiqa_train.py /tmp/wikiqa-train
+    python benchmarks/wikiqa_train.py /tmp/wikiqa-train [--train-queries N]
     ce-rerank finetune /tmp/wikiqa-train --model ../shared/models/general-minilm-ce \\
         --first-stage run:/tmp/wikiqa-train/candidates.run --candidates 30 --output /tmp/ft-wikiqa
 
 - corpus: the test sentences (ids as in ../shared) and the training sentences (``T<q>-<n>``),
   all **without titles**, because the training rows have none (training and evaluation then see
   the same kind of text);
+- ``--train-queries N`` keeps N of the answered training questions in ``qrels/train.tsv``
+  (``random.Random(13).sample`` over their sorted ids; corpus, queries, test split and candidates
+  unchanged), to train on as few judged queries as a classic collection has (finetune.md, round 8);
 - queries: the test questions and the training questions (``TQ<q>``);
 - ``candidates.run``: each question's own candidate sentences in the dataset's order (the
   standard WikiQA reranking task), for ``--first-stage run:FILE``; training negatives are then
@@ -20,16 +23,17 @@ and evaluates on ``qrels/test.tsv``:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import random
 import shutil
-import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikiqa"
 
 
-def main(out: Path) -> None:
+def main(out: Path, train_queries: int | None = None) -> None:
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     shutil.copy(SOURCE / "qrels" / "test.tsv", out / "qrels" / "test.tsv")
     corpus = [json.loads(line) for line in (SOURCE / "corpus.jsonl").open()]
@@ -56,6 +60,12 @@ def main(out: Path) -> None:
             run.append(f"{qid} Q0 {did} {position[qid]} {-position[qid]} candidates")
             if row["label"] == "1":
                 qrels.append(f"{qid}\t{did}\t1")
+    if train_queries is not None:
+        answered = sorted({line.split("\t")[0] for line in qrels})
+        if not 0 < train_queries <= len(answered):
+            raise SystemExit(f"--train-queries must be 1-{len(answered)} (the answered training questions)")
+        kept = set(random.Random(13).sample(answered, train_queries))
+        qrels = [line for line in qrels if line.split("\t")[0] in kept]
     queries += [{"_id": qid, "text": text} for text, qid in train_ids.items()]
     with (out / "corpus.jsonl").open("w") as fh:
         for doc in corpus:
@@ -70,6 +80,8 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python benchmarks/wikiqa_train.py OUT_DIR")
-    main(Path(sys.argv[1]))
+    ap = argparse.ArgumentParser(description="WikiQA with its training split, in BEIR layout")
+    ap.add_argument("out", type=Path, metavar="OUT_DIR")
+    ap.add_argument("--train-queries", type=int, default=None, metavar="N", help="keep N answered training questions")
+    args = ap.parse_args()
+    main(args.out, args.train_queries)
