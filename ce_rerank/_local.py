@@ -454,6 +454,13 @@ class CrossEncoderScorer:
         with lm.lock:
             return self._fit_query(lm, _SURROGATE.sub("\ufffd", query))
 
+    def scored_prompt(self) -> str | None:
+        """The instruction :meth:`score` sends with every pair: ``prompt``, else the saved prompt that
+        ``prompt_name`` (or the model's ``default_prompt_name``) names, else None."""
+        lm = self.load()
+        with lm.lock:
+            return self._frame(lm).prompt
+
     def window_spans(self, query: str, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """The character spans :meth:`score` would send through the model for each text.
 

@@ -510,6 +510,104 @@ def test_dev_queries_are_cut_to_the_query_budget_as_inference_cuts_them(tiny_mod
     assert scorer.score(cut, ["Paris is on the Seine."]).raw == pytest.approx(scored, abs=1e-6)
 
 
+def test_training_queries_are_cut_to_the_query_budget_as_inference_cuts_them(tiny_model_dir: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", max_query_tokens=3)
+    long_query = "what is the capital city of france and which river runs through it"
+    data = Dataset(
+        name="t",
+        corpus={"a": "Paris is on the Seine.", "b": "Bananas.", "c": "Cherries."},
+        queries={"q": long_query},
+        qrels={"q": {"a": 1}},
+    )
+    pairs = ft.mine_pairs(data, {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}, ["q"], scorer, negative_filter="none")
+    cut = scorer.scored_query(long_query)
+    assert cut != long_query and long_query.startswith(cut)
+    assert len(pairs) == 3 and pairs.queries == [cut] * 3
+
+
+def _with_default_prompt(model_dir: str, out: Path, prompt: str) -> str:
+    """A copy of ``model_dir`` that saves ``prompt`` as its default prompt (as a model card's prompts do)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    ce = CrossEncoder(model_dir, device="cpu", prompts={"rank": prompt}, default_prompt_name="rank")
+    ce.save_pretrained(str(out))
+    return str(out)
+
+
+def test_training_sends_the_prompt_scoring_sends(tiny_model_dir: str, tmp_path: Path) -> None:
+    prompt = "rank this: "
+    prefixed = ft.TrainingPairs()
+    for q, t, label in zip(_pairs().queries, _pairs().passages, _pairs().labels, strict=True):
+        prefixed.add("q", prompt + q, t, label)
+    kw: dict[str, Any] = {"batch_size": 4, "learning_rate": 1e-2, "seed": 3}
+    ft.train_cross_encoder(tiny_model_dir, prefixed, tmp_path / "prefixed", prompt="", **kw)
+    ft.train_cross_encoder(tiny_model_dir, _pairs(), tmp_path / "prompted", prompt=prompt, **kw)
+    ft.train_cross_encoder(tiny_model_dir, _pairs(), tmp_path / "plain", **kw)  # the tiny model saves no prompt
+    defaulted = _with_default_prompt(tiny_model_dir, tmp_path / "with-default", prompt)
+    ft.train_cross_encoder(defaulted, _pairs(), tmp_path / "defaulted", **kw)  # None: the model's default prompt
+    want, plain = _weights(tmp_path / "prefixed"), _weights(tmp_path / "plain")
+    for name in ("prompted", "defaulted"):  # the text-pair model reads the prompt before the query
+        got = _weights(tmp_path / name)
+        assert all(torch_equal(want[k], got[k]) for k in want), name
+    assert not all(torch_equal(want[k], plain[k]) for k in want)  # the prompt changed what was trained on
+    ft.train_cross_encoder(defaulted, _pairs(), tmp_path / "off", prompt="", **kw)  # "": the default turned off
+    off = _weights(tmp_path / "off")
+    assert all(torch_equal(plain[k], off[k]) for k in plain)
+
+
+def test_dev_scores_are_the_scorers_scores_prompt_included(tiny_model_dir: str) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from ce_rerank.workflows.finetune._select import model_scorer
+
+    texts = ["Paris is on the Seine.", "Bananas are yellow.", "Cherries."]
+    data = Dataset(
+        name="t",
+        corpus={f"d{i}": t for i, t in enumerate(texts)},
+        queries={"q": "capital of france"},
+        qrels={"q": {"d0": 1}},
+    )
+    run = {"q": {"d0": 3.0, "d1": 2.0, "d2": 1.0}}
+    for prompt in (None, "rank this: "):
+        scorer = CrossEncoderScorer(tiny_model_dir, dtype="float32", backend="torch", prompt=prompt)
+        dev = ft.build_dev_set(data, run, ["q"], scorer, depth=3)
+        assert dev.prompt == prompt
+        got = model_scorer(CrossEncoder(tiny_model_dir, device="cpu"), dev, bf16=False)()
+        assert got == pytest.approx(scorer.score("capital of france", texts).raw, abs=1e-5)
+    plain = CrossEncoderScorer(tiny_model_dir, dtype="float32", backend="torch").score("capital of france", texts)
+    assert max(abs(a - b) for a, b in zip(got, plain.raw, strict=True)) > 1e-4  # the prompt was scored
+
+
+def test_the_tuned_model_is_scored_with_every_setting_of_the_base(tiny_model_dir: str) -> None:
+    from ce_rerank.workflows.finetune._run import _like
+
+    given: dict[str, Any] = {
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 7,
+        "max_batch_tokens": 999,
+        "max_length": 40,
+        "long_text": "truncate",
+        "window_tokens": 20,
+        "window_stride": 5,
+        "max_windows": 3,
+        "quantize": "none",
+        "backend": "torch",
+        "trust_remote_code": True,
+        "prompt": "rank this: ",
+        "max_query_tokens": 6,
+    }
+    settings = set(inspect.signature(CrossEncoderScorer.__init__).parameters) - {"self", "model", "cache_size"}
+    assert settings == set(given) | {"prompt_name"}  # a new setting must be added here, and to _like
+    base = CrossEncoderScorer(tiny_model_dir, **given)
+    tuned = _like(base, "elsewhere")
+    assert tuned.model_name == "elsewhere"
+    for name in settings:
+        assert getattr(tuned, name) == getattr(base, name), name
+    named = _like(CrossEncoderScorer(tiny_model_dir, prompt_name="rank"), "elsewhere")
+    assert named.prompt_name == "rank" and named.prompt is None
+
+
 def test_saved_model_loads_in_both_adapters_and_scores_like_the_trained_weights(
     tiny_model_dir: str, tmp_path: Path
 ) -> None:
@@ -623,6 +721,28 @@ def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
         assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-6)  # anyone can recompute it
     assert (out / "ndcg10_per_query.png").is_file()
     assert CrossEncoderScorer(str(out / "model")).score("bees", ["bees dance"]).raw
+
+
+def test_cli_finetune_scores_base_and_tuned_with_the_same_prompt_and_query_budget(
+    tiny_model_dir: str, demo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(out), "--candidates", "10"]
+    flags = ["--prompt", "rank this: ", "--max-query-tokens", "3", "--dtype", "float32", "--learning-rate", "1e-12"]
+    with pytest.warns(QueryTruncationWarning):  # the demo's questions are longer than 3 tokens
+        main([*argv, *flags, "--no-progress", "--threads", "1"])
+    base, tuned = read_trec_run(out / "base.run"), read_trec_run(out / "tuned.run")
+    # a learning rate of 1e-12 leaves the weights where they were: scored alike, the runs are the same
+    assert set(base) == set(tuned) and all(set(base[q]) == set(tuned[q]) for q in base)
+    for q in base:
+        assert [tuned[q][d] for d in base[q]] == pytest.approx(list(base[q].values()), abs=1e-5)
+    plain = CrossEncoderScorer(tiny_model_dir, dtype="float32")
+    q = next(iter(base))
+    query = load_beir(demo).queries[q]
+    docs = sorted(base[q], key=base[q].get, reverse=True)[:3]  # reranked: scored by their raw logit
+    corpus = load_beir(demo).corpus
+    unprompted = plain.score(query, [corpus[d] for d in docs]).raw
+    assert max(abs(a - base[q][d]) for a, d in zip(unprompted, docs, strict=True)) > 1e-4  # the settings mattered
 
 
 def _more_queries(demo: Path, copies: int) -> None:

@@ -51,6 +51,13 @@ def _unit(text: str, span: tuple[int, int] | None) -> str:
     return text if span is None else text[span[0] : span[1]]
 
 
+def _scored_query(scorer: Scorer, query: str) -> str:
+    """The query as ``scorer`` sends it through its model (cut to its query budget); whole for a scorer that
+    does not cut queries."""
+    cut = getattr(scorer, "scored_query", None)
+    return cut(query) if cut is not None else query
+
+
 def mine_pairs(
     dataset: Dataset,
     run: Run,
@@ -69,6 +76,8 @@ def mine_pairs(
     ``depth`` best candidates that are not judged relevant are the negative pool (a candidate
     judged relevant is never a negative). The base reranker scores positives and pool together:
 
+    - each query is cut to the scorer's query budget, as scoring cuts it
+      (:meth:`~ce_rerank.CrossEncoderScorer.scored_query`);
     - each long text is represented by the window the base reranker scores best (the window
       :class:`~ce_rerank.CrossEncoderScorer` would rank it by, ``ce_best_span``), so training
       sees the units inference scores;
@@ -110,7 +119,7 @@ def mine_pairs(
         bar.start()
     try:
         for qid in query_ids:
-            query = dataset.queries[qid]
+            query = _scored_query(scorer, dataset.queries[qid])
             judged = dataset.qrels.get(qid, {})
             relevant = {d for d, g in judged.items() if g >= 1}
             positives = sorted(d for d in relevant if d in dataset.corpus)

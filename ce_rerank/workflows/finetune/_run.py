@@ -110,6 +110,9 @@ def _like(scorer: CrossEncoderScorer, model: str) -> CrossEncoderScorer:
         quantize=scorer.quantize,  # type: ignore[arg-type]
         backend=scorer.backend,  # type: ignore[arg-type]
         trust_remote_code=scorer.trust_remote_code,
+        prompt=scorer.prompt,  # the tuned model keeps the base's saved prompts (save_pretrained writes them)
+        prompt_name=scorer.prompt_name,
+        max_query_tokens=scorer.max_query_tokens,
     )
 
 
@@ -328,6 +331,8 @@ def finetune(
         seed=seed,
         device=base.device,
         max_length=base.max_length,
+        prompt=base.scored_prompt() or "",  # "" (none) where the base scores without one
+        trust_remote_code=base.trust_remote_code,
         progress=progress,
         callbacks=callbacks,
         dev=dev,

@@ -21,8 +21,8 @@ with a budget there are only as many as fit in a quarter of it, judged by how lo
 (at least one, after the last step).
 
 The dev evaluation reranks each dev query's first-stage candidates (the gate's depth) with the
-model being trained, the query cut to the scorer's query budget and each text cut into the scorer's
-windows and scored by its best window, as inference does;
+model being trained, with the scorer's prompt, the query cut to the scorer's query budget and each
+text cut into the scorer's windows and scored by its best window, as inference does;
 NDCG@10 is computed by ``pytrec_eval`` like every other figure.
 """
 
@@ -55,10 +55,12 @@ class DevSet:
         queries: the query of each pair.
         texts: the window of each pair (the whole text when it fits).
         owners: ``(query id, document id)`` of each pair.
+        prompt: the instruction the scorer sends with each pair (None: none).
     """
 
     query_ids: list[str]
     qrels: dict[str, dict[str, int]]
+    prompt: str | None = None
     queries: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     owners: list[tuple[str, str]] = field(default_factory=list)
@@ -93,7 +95,11 @@ def build_dev_set(
     dataset: Dataset, run: Run, query_ids: Sequence[str], scorer: CrossEncoderScorer, *, depth: int
 ) -> DevSet:
     """The pairs of the dev queries: their first ``depth`` candidates, in the scorer's windows."""
-    dev = DevSet(query_ids=list(query_ids), qrels={q: dict(dataset.qrels.get(q, {})) for q in query_ids})
+    dev = DevSet(
+        query_ids=list(query_ids),
+        qrels={q: dict(dataset.qrels.get(q, {})) for q in query_ids},
+        prompt=scorer.scored_prompt(),  # the instruction inference sends, so dev scores are inference's
+    )
     for q in query_ids:
         docs = [d for d in ranked_ids(run.get(q, {}))[:depth] if d in dataset.corpus]
         if not docs:
@@ -119,11 +125,14 @@ def model_scorer(
     in the mode it was in.
     """
     window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
-    enc = model.tokenizer(dev.queries, dev.texts, truncation=True, max_length=window, verbose=False)
+    firsts = [(dev.prompt or "") + q for q in dev.queries]  # the prompt's tokens count in the batch budget
+    enc = model.tokenizer(firsts, dev.texts, truncation=True, max_length=window, verbose=False)
     plan = plan_batches(
         [len(ids) for ids in enc["input_ids"]], batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )
-    batches = [(idx, model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx])) for idx in plan]
+    batches = [
+        (idx, model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx], prompt=dev.prompt)) for idx in plan
+    ]
 
     def score() -> list[float]:
         raw = [0.0] * len(dev)

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..._prompts import resolve_prompt
 from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
@@ -223,6 +224,8 @@ def train_cross_encoder(
     seed: int = 13,
     device: str | None = "auto",
     max_length: int | None = None,
+    prompt: str | None = None,
+    trust_remote_code: bool = False,
     progress: bool = False,
     callbacks: Sequence[Any] = (),
     dev: DevSet | None = None,
@@ -247,6 +250,11 @@ def train_cross_encoder(
         seed: seeds torch, shuffling and dropout: the same seed, data and machine give the same weights.
         device: ``"auto"`` (cuda, then mps, then cpu) or a torch device.
         max_length: model window in tokens (default: the model's).
+        prompt: the instruction trained with, as scoring sends it (``CrossEncoder.preprocess(prompt=...)``:
+            prepended to the query, or a chat-template model's system message); None: the model's
+            ``default_prompt_name`` prompt, if it has one, as :class:`~ce_rerank.CrossEncoderScorer` resolves
+            it; ``""``: none.
+        trust_remote_code: let transformers run the model repository's own code (as the scorer's setting).
         progress: the trainer's progress bar and loss lines on the terminal.
         callbacks: extra ``transformers.TrainerCallback`` objects.
         dev: dev queries to keep the best step by (NDCG@10, the base included); None saves the last step.
@@ -278,7 +286,10 @@ def train_cross_encoder(
     where = resolve_device(device)
     set_seed(seed)
     with model_source(base_model) as source:  # fail fast offline; no progress bars while loading
-        model = CrossEncoder(base_model, device=where, max_length=max_length, **source)
+        model = CrossEncoder(
+            base_model, device=where, max_length=max_length, trust_remote_code=trust_remote_code, **source
+        )
+    prompt = resolve_prompt(model, prompt=prompt, prompt_name=None) or None  # what inference sends
     trainable = freeze(model, freeze_layers)
     labels: list[Any]
     if model.num_labels == 1:
@@ -297,7 +308,11 @@ def train_cross_encoder(
     lengths = [
         len(ids)
         for ids in model.tokenizer(
-            list(pairs.queries), list(pairs.passages), truncation=True, max_length=window, verbose=False
+            [(prompt or "") + q for q in pairs.queries],
+            list(pairs.passages),
+            truncation=True,
+            max_length=window,
+            verbose=False,
         )["input_ids"]
     ]
     kind = where.split(":", 1)[0]
@@ -336,6 +351,7 @@ def train_cross_encoder(
             disable_tqdm=not progress,
             dataloader_num_workers=0,
             batch_sampler=length_grouped(lengths),  # batches of similar length: less padding (_sampler)
+            prompts=prompt,  # the collator hands it to the loss, which passes it to CrossEncoder.preprocess
         )
         schedule = _schedule(planned, max_minutes)
 
