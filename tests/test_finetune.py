@@ -555,6 +555,18 @@ def test_training_sends_the_prompt_scoring_sends(tiny_model_dir: str, tmp_path: 
     assert all(torch_equal(plain[k], off[k]) for k in plain)
 
 
+def test_a_chat_template_reranker_trains_with_its_default_prompt_unless_told_otherwise(tmp_path: Path) -> None:
+    from _models import RERANKER_PROMPTS, build_tiny_llm_reranker
+
+    model = str(build_tiny_llm_reranker(tmp_path / "m", default_prompt_name="code", seed=1))
+    kw: dict[str, Any] = {"batch_size": 4, "learning_rate": 1e-3, "seed": 3}
+    for name, prompt in (("default", None), ("named", RERANKER_PROMPTS["code"]), ("off", "")):
+        ft.train_cross_encoder(model, _pairs(), tmp_path / name, prompt=prompt, **kw)
+    default, named, off = (_weights(tmp_path / n) for n in ("default", "named", "off"))
+    assert all(torch_equal(default[k], named[k]) for k in default)  # the system message the scorer sends
+    assert not all(torch_equal(default[k], off[k]) for k in default)
+
+
 def test_dev_scores_are_the_scorers_scores_prompt_included(tiny_model_dir: str) -> None:
     from sentence_transformers.cross_encoder import CrossEncoder
 
