@@ -205,12 +205,18 @@ def test_load_beir_refuses_qrels_that_match_no_query(dataset_dir: Path) -> None:
 
 
 def test_trec_run_round_trips_and_ranks_best_first(tmp_path: Path) -> None:
-    run = {"q1": {"a": 0.5, "b": 2.0, "c": -1.0}, "q2": {"z": 1.0}}
+    # q3: two fused (RRF) scores 7.5e-8 apart; rounded to 6 decimals they would tie and trec_eval would put b first
+    run = {"q1": {"a": 0.5, "b": 2.0, "c": -1.0}, "q2": {"z": 1.0}, "q3": {"a": 1 / 61 + 1 / 62, "b": 0.0325224}}
+    assert run["q3"]["a"] - run["q3"]["b"] < 1e-6 and round(run["q3"]["a"], 6) == round(run["q3"]["b"], 6)
     write_trec_run(run, tmp_path / "x.run", tag="my run")
     lines = (tmp_path / "x.run").read_text().splitlines()
-    assert lines[0] == "q1 Q0 b 1 2.000000 my_run"
-    assert [ln.split()[2] for ln in lines] == ["b", "a", "c", "z"]
-    assert read_trec_run(tmp_path / "x.run") == run
+    assert lines[0] == "q1 Q0 b 1 2.0 my_run"
+    assert [ln.split()[2] for ln in lines] == ["b", "a", "c", "z", "a", "b"]
+    back = read_trec_run(tmp_path / "x.run")
+    assert back == run  # the same floats
+    qrels = {"q3": {"a": 1}}
+    assert evaluate_run(qrels, back, query_ids=["q3"]) == evaluate_run(qrels, run, query_ids=["q3"])
+    assert evaluate_run(qrels, back, query_ids=["q3"])[0]["ndcg@10"] == 1.0
 
 
 def test_read_trec_run_names_the_bad_line(tmp_path: Path) -> None:

@@ -205,12 +205,17 @@ def read_trec_run(path: str | os.PathLike[str]) -> Run:
 
 
 def write_trec_run(run: Run, path: str | os.PathLike[str], *, tag: str) -> None:
-    """Write a run as a TREC run file (ranks from 1, best first)."""
+    """Write a run as a TREC run file (ranks from 1, best first).
+
+    Scores are written in full (the shortest text that reads back as the same float): fused RRF
+    scores can differ below the sixth decimal, and rounded there they would tie, which ``trec_eval``
+    breaks by document id, so the file would no longer rank (or score) as the run did.
+    """
     tag = "_".join(tag.split()) or "run"
     with Path(path).open("w", encoding="utf-8") as fh:
         for qid, scores in run.items():
             for rank, did in enumerate(ranked_ids(scores), start=1):
-                fh.write(f"{qid} Q0 {did} {rank} {scores[did]:.6f} {tag}\n")
+                fh.write(f"{qid} Q0 {did} {rank} {float(scores[did])!r} {tag}\n")
 
 
 def _cut(run: Run, depth: int) -> Run:
