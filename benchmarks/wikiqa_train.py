@@ -5,7 +5,7 @@
 one folder with both, so that ``finetune`` takes its training queries from ``qrels/train.tsv``
 and evaluates on ``qrels/test.tsv``:
 
-    python benchmarks/wikiqa_train.py /tmp/wikiqa-train [--train-queries N]
+    python benchmarks/wikiqa_train.py /tmp/wikiqa-train [--train-queries N [--sample-seed S]]
     ce-rerank finetune /tmp/wikiqa-train --model ../shared/models/general-minilm-ce \\
         --first-stage run:/tmp/wikiqa-train/candidates.run --candidates 30 --output /tmp/ft-wikiqa
 
@@ -13,8 +13,9 @@ and evaluates on ``qrels/test.tsv``:
   all **without titles**, because the training rows have none (training and evaluation then see
   the same kind of text);
 - ``--train-queries N`` keeps N of the answered training questions in ``qrels/train.tsv``
-  (``random.Random(13).sample`` over their sorted ids; corpus, queries, test split and candidates
-  unchanged), to train on as few judged queries as a classic collection has (finetune.md, round 8);
+  (``random.Random(S).sample`` over their sorted ids, ``--sample-seed S``, default 13; corpus,
+  queries, test split and candidates unchanged), to train on as few judged queries as a classic
+  collection has (finetune.md, rounds 8 and 10);
 - queries: the test questions and the training questions (``TQ<q>``);
 - ``candidates.run``: each question's own candidate sentences in the dataset's order (the
   standard WikiQA reranking task), for ``--first-stage run:FILE``; training negatives are then
@@ -33,7 +34,7 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikiqa"
 
 
-def main(out: Path, train_queries: int | None = None) -> None:
+def main(out: Path, train_queries: int | None = None, sample_seed: int = 13) -> None:
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     shutil.copy(SOURCE / "qrels" / "test.tsv", out / "qrels" / "test.tsv")
     corpus = [json.loads(line) for line in (SOURCE / "corpus.jsonl").open()]
@@ -64,7 +65,7 @@ def main(out: Path, train_queries: int | None = None) -> None:
         answered = sorted({line.split("\t")[0] for line in qrels})
         if not 0 < train_queries <= len(answered):
             raise SystemExit(f"--train-queries must be 1-{len(answered)} (the answered training questions)")
-        kept = set(random.Random(13).sample(answered, train_queries))
+        kept = set(random.Random(sample_seed).sample(answered, train_queries))
         qrels = [line for line in qrels if line.split("\t")[0] in kept]
     queries += [{"_id": qid, "text": text} for text, qid in train_ids.items()]
     with (out / "corpus.jsonl").open("w") as fh:
@@ -83,5 +84,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="WikiQA with its training split, in BEIR layout")
     ap.add_argument("out", type=Path, metavar="OUT_DIR")
     ap.add_argument("--train-queries", type=int, default=None, metavar="N", help="keep N answered training questions")
+    ap.add_argument("--sample-seed", type=int, default=13, metavar="S", help="seed of that sample (default 13)")
     args = ap.parse_args()
-    main(args.out, args.train_queries)
+    main(args.out, args.train_queries, args.sample_seed)
