@@ -90,7 +90,10 @@ class PairFrame:
 
 def measure(model: Any, prompt: str | None, pairs: Sequence[tuple[str, str]]) -> list[int]:
     """Token length of each pair as the model receives it (rendered and tokenised, not truncated)."""
-    features = model.preprocess(list(pairs), prompt=prompt, processing_kwargs={"text": {"truncation": False}})
+    # verbose=False: a pair longer than the window is what is being measured, not an error to warn about
+    features = model.preprocess(
+        list(pairs), prompt=prompt, processing_kwargs={"text": {"truncation": False, "verbose": False}}
+    )
     return [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..._batching import plan_batches
 from ..._local import CrossEncoderScorer, torch_raw_scores
+from ..._prompts import measure
 from ..evaluation._data import Dataset, Run, ranked_ids
 from ..evaluation._metrics import evaluate_run
 from ..evaluation._significance import PairedComparison, paired_comparison
@@ -125,14 +126,10 @@ def model_scorer(
     in the mode it was in.
     """
     window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
-    firsts = [(dev.prompt or "") + q for q in dev.queries]  # the prompt's tokens count in the batch budget
-    enc = model.tokenizer(firsts, dev.texts, truncation=True, max_length=window, verbose=False)
-    plan = plan_batches(
-        [len(ids) for ids in enc["input_ids"]], batch_size=batch_size, max_batch_tokens=max_batch_tokens
-    )
-    batches = [
-        (idx, model.preprocess([(dev.queries[i], dev.texts[i]) for i in idx], prompt=dev.prompt)) for idx in plan
-    ]
+    pairs = list(zip(dev.queries, dev.texts, strict=True))
+    lengths = [min(n, window) for n in measure(model, dev.prompt, pairs)] if pairs else []  # prompt, template counted
+    plan = plan_batches(lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    batches = [(idx, model.preprocess([pairs[i] for i in idx], prompt=dev.prompt)) for idx in plan]
 
     def score() -> list[float]:
         raw = [0.0] * len(dev)

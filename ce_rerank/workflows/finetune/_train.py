@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..._prompts import resolve_prompt
+from ..._prompts import measure, resolve_prompt
 from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
 from ._pairs import TrainingPairs
@@ -305,16 +305,8 @@ def train_cross_encoder(
         )
     rows = datasets.Dataset.from_dict({"query": pairs.queries, "passage": pairs.passages, "label": labels})
     window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
-    lengths = [
-        len(ids)
-        for ids in model.tokenizer(
-            [(prompt or "") + q for q in pairs.queries],
-            list(pairs.passages),
-            truncation=True,
-            max_length=window,
-            verbose=False,
-        )["input_ids"]
-    ]
+    # each row's length as the model reads it (prompt and any chat template included), cut to the window
+    lengths = [min(n, window) for n in measure(model, prompt, list(zip(pairs.queries, pairs.passages, strict=True)))]
     kind = where.split(":", 1)[0]
     bf16 = (kind == "cpu" and native_bfloat16()) or (kind == "cuda" and torch.cuda.is_bf16_supported())
     fp16 = kind == "cuda" and not bf16
