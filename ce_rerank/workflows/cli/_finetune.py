@@ -142,6 +142,14 @@ def add_finetune_parser(sub: Any) -> None:
         metavar="N",
         help="keep the embeddings and the first N transformer layers at the base's weights (default 0: train all)",
     )
+    p.add_argument(
+        "--loss",
+        choices=["bce", "lambda"],
+        default="bce",
+        help="'bce': binary cross-entropy on each pair (cross-entropy for a two-output model); 'lambda': "
+        "sentence-transformers' listwise LambdaLoss over each query's documents, judged grades as gains, "
+        "at most --train-batch-size a list (one-output models) (default bce)",
+    )
     p.add_argument("--seed", type=int, default=13, help="split, sampling and training seed (default 13)")
     p.add_argument(
         "--fusion", choices=["rrf"], default=None, help="also evaluate base and tuned fused with the first stage (RRF)"
@@ -215,6 +223,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         dev_evaluations=args.dev_evals,
         dev_significance=args.dev_significance,
         freeze_layers=args.freeze_layers,
+        loss=args.loss,
         progress=not args.no_progress,
     )
     _print_report(result.report)
@@ -249,7 +258,9 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(
         f"training: {pairs['pairs']} pairs ({pairs['positives']} positives, {pairs['negatives']} hard negatives; "
         f"{pairs['removed_as_false_negatives']} candidates dropped as likely false negatives), {training['steps']} of "
-        f"{training['planned_steps']} steps, {training['precision']}, {training['seconds']:.0f} s, "
+        f"{training['planned_steps']} steps, {training['precision']}, "
+        + (f"LambdaLoss, lists of <= {training['batch_size']}, " if training.get("loss_function") == "lambda" else "")
+        + f"{training['seconds']:.0f} s, "
         f"stopped: {training['stopped']}"
         + (
             f", embeddings and first {training['frozen_layers']} layer{'s' * (training['frozen_layers'] > 1)} frozen"

@@ -27,6 +27,8 @@ class TrainingPairs:
         queries: the query text of each row.
         passages: the passage of each row: the document, or its window the base reranker scores best.
         labels: 1.0 for a judged (or generated) positive, 0.0 for a hard negative.
+        grades: the judged grade of each row (the qrels value; 0 for a hard negative): the gains the
+            listwise loss (``loss="lambda"``) trains on, as NDCG counts them.
         query_ids: the query id of each row.
         stats: counts for the report (see :func:`mine_pairs`).
     """
@@ -34,17 +36,19 @@ class TrainingPairs:
     queries: list[str] = field(default_factory=list)
     passages: list[str] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
+    grades: list[float] = field(default_factory=list)
     query_ids: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def add(self, qid: str, query: str, passage: str, label: float) -> None:
+    def add(self, qid: str, query: str, passage: str, label: float, grade: float | None = None) -> None:
         self.query_ids.append(qid)
         self.queries.append(query)
         self.passages.append(passage)
         self.labels.append(label)
+        self.grades.append(label if grade is None else float(grade))
 
 
 def _unit(text: str, span: tuple[int, int] | None) -> str:
@@ -149,7 +153,7 @@ def mine_pairs(
                 stats["queries_without_negatives"] += 1
             stats["queries"] += 1
             for d in positives:
-                pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 1.0)
+                pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 1.0, grade=judged[d])
             for d in chosen:
                 pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 0.0)
             stats["positives"] += len(positives)

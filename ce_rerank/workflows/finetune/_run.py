@@ -17,6 +17,7 @@ from ..evaluation._first_stage import first_stage_run
 from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
+from ._objective import Loss, check_loss, check_loss_for
 from ._pairs import NegativeFilter, mine_pairs
 from ._select import DEV_SIGNIFICANCE, MIN_DEV_QUERIES, build_dev_set, check_significance
 from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
@@ -143,16 +144,18 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     return trains, devs, ""
 
 
-def _check_freeze(base: CrossEncoderScorer, layers: int) -> None:
-    """``freeze_layers`` must leave a layer to train: checked on the base's config, before any work."""
+def _check_model(base: CrossEncoderScorer, layers: int, loss: str) -> None:
+    """``freeze_layers`` must leave a layer to train and ``loss`` must fit the head: checked on the base's
+    config, before any work."""
+    from transformers import AutoConfig
+
+    from ..._sources import model_source
+
+    with model_source(base.model_name) as source:
+        config = AutoConfig.from_pretrained(base.model_name, **source)
     if layers:
-        from transformers import AutoConfig
-
-        from ..._sources import model_source
-
-        with model_source(base.model_name) as source:
-            count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
-        check_freeze(layers, count, base.model_name)
+        check_freeze(layers, config.num_hidden_layers, base.model_name)
+    check_loss_for(loss, config.num_labels, base.model_name)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -185,6 +188,7 @@ def finetune(
     dev_evaluations: int = 10,
     dev_significance: float = DEV_SIGNIFICANCE,
     freeze_layers: int = 0,
+    loss: Loss = "bce",
     ollama_host: str | None = None,
     progress: bool = False,
     plot: bool = True,
@@ -230,6 +234,9 @@ def finetune(
             dev step whenever it is better.
         freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0:
             train all of them).
+        loss: ``"bce"``: binary cross-entropy on each pair (cross-entropy for a two-output model);
+            ``"lambda"``: sentence-transformers' listwise ``LambdaLoss`` over each query's documents, with
+            the judged grades as gains (one-output models).
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
         progress: progress bars on stderr.
         plot: write the per-query plots (needs matplotlib).
@@ -249,6 +256,8 @@ def finetune(
     _positive("dev_evaluations", dev_evaluations)
     check_significance(dev_significance)
     check_freeze(freeze_layers)
+    _positive("batch_size", batch_size)
+    check_loss(loss, batch_size)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
     gen_model = parse_generator(generate_queries) if generate_queries is not None else None
@@ -275,7 +284,7 @@ def finetune(
             generator.check()
         base = model if isinstance(model, CrossEncoderScorer) else CrossEncoderScorer(model)
         base.load()
-        _check_freeze(base, freeze_layers)
+        _check_model(base, freeze_layers, loss)
         generated: GeneratedQueries | None = None
         if generator is not None:
             generated = _generate(split.dataset, base, generator, count=generate_count, seed=seed, progress=progress)
@@ -339,6 +348,7 @@ def finetune(
         dev_evaluations=dev_evaluations,
         dev_significance=dev_significance,
         freeze_layers=freeze_layers,
+        loss=loss,
     )
     tuned = _like(base, str(model_dir))
     gate = run_gate(

@@ -31,6 +31,7 @@ from typing import Any
 from ..._prompts import measure, resolve_prompt
 from ..._resolve import native_bfloat16, resolve_device
 from ..._sources import model_source, quiet_progress_bars
+from ._objective import Loss, check_loss, objective
 from ._pairs import TrainingPairs
 from ._sampler import length_grouped
 from ._select import DEV_SIGNIFICANCE, BestStep, DevSet, check_significance, model_scorer, trainer_callback
@@ -56,7 +57,8 @@ class TrainingResult:
     Attributes:
         steps: optimiser steps taken.
         planned_steps: steps the epochs would have taken.
-        pairs_seen: training rows the steps consumed (steps x batch size, the last batch may be smaller).
+        pairs_seen: training pairs the steps consumed (steps x batch size, the last batch may be smaller;
+            ``"lambda"``: lists taken x the mean pairs a list).
         stopped: ``"completed"``, ``"max-minutes"`` or ``"interrupted"`` (Ctrl-C).
         seconds: wall time of training.
         loss: mean training loss over the steps taken.
@@ -64,6 +66,7 @@ class TrainingResult:
         device: where it ran.
         seed: the seed of weights' head, shuffling and dropout.
         epochs: epochs asked for; batch_size, learning_rate: as used.
+        loss_function: ``"bce"`` or ``"lambda"`` (see ``_objective``).
         best_step: the step whose weights were saved (0: the base's), with a dev set; else None.
         dev: the dev evaluations (see :class:`~ce_rerank.workflows.finetune._select.BestStep`), or None.
         frozen_layers: transformer layers kept at the base's weights (with the embeddings when > 0).
@@ -82,6 +85,7 @@ class TrainingResult:
     epochs: float
     batch_size: int
     learning_rate: float
+    loss_function: str = "bce"
     best_step: int | None = None
     dev: dict[str, Any] | None = None
     frozen_layers: int = 0
@@ -232,18 +236,21 @@ def train_cross_encoder(
     dev_evaluations: int = 10,
     dev_significance: float = DEV_SIGNIFICANCE,
     freeze_layers: int = 0,
+    loss: Loss = "bce",
 ) -> TrainingResult:
     """Fine-tune ``base_model`` on ``pairs`` and save the cross-encoder to ``output_dir``.
 
-    Binary cross-entropy on the logit for one-output models (the loss of the ms-marco
-    cross-encoders), cross-entropy over the two classes for two-output models.
+    ``loss="bce"``: binary cross-entropy on the logit for one-output models (the loss of the ms-marco
+    cross-encoders), cross-entropy over the two classes for two-output models; ``"lambda"``: the listwise
+    ``LambdaLoss`` over each query's rows (see ``_objective``).
 
     Args:
         base_model: hub id or directory of the cross-encoder to start from.
         pairs: the rows (see :func:`mine_pairs`).
         output_dir: where the trained model is saved (a directory ``CrossEncoder`` and both adapters load).
         epochs: passes over the rows.
-        batch_size: rows per optimiser step.
+        batch_size: pairs per optimiser step (``"lambda"``: the most documents in one query's list, one
+            list a step).
         learning_rate: peak learning rate (linear warm-up over the first 10% of the run, then linear decay;
             with ``max_minutes``, the run is whichever of the steps and the budget ends first).
         max_minutes: stop after the step that crosses this budget, and save.
@@ -263,11 +270,13 @@ def train_cross_encoder(
             against the base's gives p <= this; else the base is saved (1: keep it whenever it is better).
         freeze_layers: keep the embeddings and the first N transformer layers at the base's weights (0: train
             all): fewer weights to fit to a few dozen queries, and cheaper steps.
+        loss: ``"bce"`` (pointwise) or ``"lambda"`` (listwise, one-output models).
     """
     for name, value in (("batch_size", batch_size),):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     check_freeze(freeze_layers)
+    check_loss(loss, batch_size)
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs!r}")
     if max_minutes is not None and not max_minutes > 0:
@@ -280,7 +289,6 @@ def train_cross_encoder(
     datasets, _ = require_training()
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, CrossEntropyLoss
     from transformers import PrinterCallback, set_seed
 
     where = resolve_device(device)
@@ -291,26 +299,15 @@ def train_cross_encoder(
         )
     prompt = resolve_prompt(model, prompt=prompt, prompt_name=None) or None  # what inference sends
     trainable = freeze(model, freeze_layers)
-    labels: list[Any]
-    if model.num_labels == 1:
-        loss: Any = BinaryCrossEntropyLoss(model)
-        labels = [float(v) for v in pairs.labels]
-    elif model.num_labels == 2:
-        loss = CrossEntropyLoss(model)
-        labels = [int(v) for v in pairs.labels]
-    else:
-        raise ValueError(
-            f"{base_model!r} has {model.num_labels} outputs: fine-tuning trains one-output (relevance logit) or "
-            "two-output (not relevant / relevant) cross-encoders"
-        )
-    rows = datasets.Dataset.from_dict({"query": pairs.queries, "passage": pairs.passages, "label": labels})
     window = int(getattr(model, "max_seq_length", None) or model.tokenizer.model_max_length)
     # each row's length as the model reads it (prompt and any chat template included), cut to the window
     lengths = [min(n, window) for n in measure(model, prompt, list(zip(pairs.queries, pairs.passages, strict=True)))]
+    task = objective(loss, model, base_model, pairs, lengths, batch_size)
+    rows = datasets.Dataset.from_dict(task.rows)
     kind = where.split(":", 1)[0]
     bf16 = (kind == "cpu" and native_bfloat16()) or (kind == "cuda" and torch.cuda.is_bf16_supported())
     fp16 = kind == "cuda" and not bf16
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    steps_per_epoch = math.ceil(len(rows) / task.rows_per_step)
     planned = max(1, math.ceil(steps_per_epoch * epochs))
     budget, interrupt = _callbacks(max_minutes, progress)
     best = None
@@ -330,7 +327,7 @@ def train_cross_encoder(
         args = CrossEncoderTrainingArguments(
             output_dir=scratch,
             num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
+            per_device_train_batch_size=task.rows_per_step,
             learning_rate=learning_rate,
             seed=seed,
             data_seed=seed,
@@ -342,7 +339,7 @@ def train_cross_encoder(
             logging_steps=max(1, planned // 10),
             disable_tqdm=not progress,
             dataloader_num_workers=0,
-            batch_sampler=length_grouped(lengths),  # batches of similar length: less padding (_sampler)
+            batch_sampler=length_grouped(task.lengths),  # batches of similar length: less padding (_sampler)
             prompts=prompt,  # the collator hands it to the loss, which passes it to CrossEncoder.preprocess
         )
         schedule = _schedule(planned, max_minutes)
@@ -357,7 +354,7 @@ def train_cross_encoder(
                 return self.lr_scheduler
 
         trainer = Trainer(
-            model=model, args=args, train_dataset=rows, loss=loss, callbacks=[budget, interrupt, *callbacks]
+            model=model, args=args, train_dataset=rows, loss=task.loss, callbacks=[budget, interrupt, *callbacks]
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)
@@ -378,7 +375,7 @@ def train_cross_encoder(
     return TrainingResult(
         steps=steps,
         planned_steps=planned,
-        pairs_seen=min(steps * batch_size, math.ceil(epochs * len(rows))),
+        pairs_seen=round(min(steps * task.rows_per_step, math.ceil(epochs * len(rows))) * task.pairs_per_row),
         stopped=stopped,
         seconds=round(seconds, 3),
         loss=float(output.training_loss) if steps else None,
@@ -388,6 +385,7 @@ def train_cross_encoder(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        loss_function=loss,
         best_step=best.best_step if best is not None else None,
         dev=best.summary() if best is not None else None,
         frozen_layers=freeze_layers,

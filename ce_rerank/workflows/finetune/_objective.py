@@ -1,0 +1,117 @@
+"""What training optimises: sentence-transformers' loss, and the dataset rows in the form that loss reads.
+
+- ``"bce"`` (pointwise): one (query, passage, label) row per pair; ``BinaryCrossEntropyLoss`` on the logit
+  of a one-output model (the loss the ms-marco cross-encoders were trained with), ``CrossEntropyLoss``
+  over the two classes of a two-output model. A step is ``batch_size`` pairs.
+- ``"lambda"`` (listwise): ``LambdaLoss`` with its NDCG-Loss2++ weighting (Wang et al. 2018), which
+  weighs each mis-ordered (relevant, less relevant) pair of one query's list by what swapping them costs
+  in NDCG, with the judged grades as gains. It only asks that each query's documents be in the right
+  order, not that the scores be calibrated probabilities, which is all reranking needs. Each query's rows
+  are dealt into lists of at most ``batch_size`` documents, positives spread evenly over them, so a list
+  always holds a positive to rank above its negatives, and a step (one list) costs what a pointwise step
+  of ``batch_size`` pairs does. One-output models only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._pairs import TrainingPairs
+
+Loss = Literal["bce", "lambda"]
+LOSSES: tuple[str, ...] = ("bce", "lambda")
+
+
+def check_loss(loss: Any, batch_size: int) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
+    if loss == "lambda" and batch_size < 2:
+        raise ValueError(
+            f"loss 'lambda' ranks lists of up to the batch size's documents: batch size must be >= 2, got {batch_size}"
+        )
+
+
+def check_loss_for(loss: str, num_labels: int, model_name: str) -> None:
+    """The loss must fit the model's head: checked on the base's config before any long work."""
+    if num_labels not in (1, 2):
+        raise ValueError(
+            f"{model_name!r} has {num_labels} outputs: fine-tuning trains one-output (relevance logit) or "
+            "two-output (not relevant / relevant) cross-encoders"
+        )
+    if loss == "lambda" and num_labels != 1:
+        raise ValueError(
+            f"loss 'lambda' ranks one relevance logit per pair, and {model_name!r} has {num_labels} outputs: "
+            "use --loss bce (cross-entropy over its two classes)"
+        )
+
+
+@dataclass
+class Objective:
+    """The loss, the rows it reads, each row's token length (for length-grouped batches) and rows per step."""
+
+    loss: Any
+    rows: dict[str, list[Any]]
+    lengths: list[int]
+    rows_per_step: int
+    pairs_per_row: float
+
+
+def listwise_groups(query_ids: Sequence[str], labels: Sequence[float], size: int) -> list[list[int]]:
+    """Row indices dealt into lists of at most ``size`` (>= 2) per query, each with a positive where it has one.
+
+    Queries keep their first-seen order and rows their order within a query (the mined order is seeded), so
+    the lists are deterministic. A query of ``n`` rows becomes ``ceil(n / size)`` lists, dealt round-robin
+    over positives then negatives, so every list gets ``floor`` or ``ceil`` of the query's positives. When it
+    has fewer positives than lists (more than ``size - 1`` negatives a positive), each list instead holds one
+    positive, taken in turn and reused, and ``size - 1`` of the negatives: no row is left out and no list is
+    without a document to rank above the others.
+    """
+    if size < 2:
+        raise ValueError(f"a listwise list needs at least 2 documents: batch size must be >= 2, got {size}")
+    by_query: dict[str, list[int]] = {}
+    for i, qid in enumerate(query_ids):
+        by_query.setdefault(qid, []).append(i)
+    groups: list[list[int]] = []
+    for rows in by_query.values():
+        positives = [i for i in rows if labels[i] > 0]
+        negatives = [i for i in rows if not labels[i] > 0]
+        count = math.ceil(len(rows) / size)
+        if len(positives) >= count or not positives:
+            ordered = positives + negatives
+            groups.extend(ordered[start::count] for start in range(count))
+        else:
+            count = math.ceil(len(negatives) / (size - 1))
+            groups.extend([positives[j % len(positives)], *negatives[j::count]] for j in range(count))
+    return groups
+
+
+def objective(
+    name: str, model: Any, model_name: str, pairs: TrainingPairs, lengths: Sequence[int], batch_size: int
+) -> Objective:
+    """Build ``name``'s loss on ``model`` and the rows of ``pairs`` it trains on (``lengths``: each pair's)."""
+    from sentence_transformers.cross_encoder import losses
+
+    check_loss(name, batch_size)
+    check_loss_for(name, model.num_labels, model_name)
+    if name == "bce":
+        if model.num_labels == 1:
+            loss: Any = losses.BinaryCrossEntropyLoss(model)
+            labels: list[Any] = [float(v) for v in pairs.labels]
+        else:
+            loss = losses.CrossEntropyLoss(model)
+            labels = [int(v) for v in pairs.labels]
+        rows = {"query": list(pairs.queries), "passage": list(pairs.passages), "label": labels}
+        return Objective(loss, rows, list(lengths), batch_size, 1.0)
+    groups = listwise_groups(pairs.query_ids, pairs.labels, batch_size)
+    rows = {
+        "query": [pairs.queries[g[0]] for g in groups],
+        "docs": [[pairs.passages[i] for i in g] for g in groups],
+        "labels": [[float(pairs.grades[i]) for i in g] for g in groups],
+    }
+    # mini_batch_size 0: the list's pairs in one forward pass (a list is at most batch_size pairs)
+    loss = losses.LambdaLoss(model, mini_batch_size=0)
+    listed = sum(len(g) for g in groups)  # a reused positive counts each time
+    return Objective(loss, rows, [max(lengths[i] for i in g) for g in groups], 1, listed / len(groups))
