@@ -114,16 +114,19 @@ def _ordered(model_dir: str | Path, pairs: ft.TrainingPairs) -> float:
 
 
 def test_lambda_training_puts_each_query_documents_in_the_order_of_their_grades(
-    tiny_model_dir: str, tmp_path: Path
+    minilm_model_dir: str, tmp_path: Path
 ) -> None:
+    # MiniLM's real encoder with a random head (the tiny models' random vocabularies change between builds and
+    # do not learn this reliably); 10 epochs of 2 lists take ~12 s on one core, and seeds 1-4 all reach 1.0
     pairs = _graded_pairs()
     result = ft.train_cross_encoder(
-        tiny_model_dir, pairs, tmp_path / "m", batch_size=6, learning_rate=1e-2, epochs=30, seed=1, loss="lambda"
+        minilm_model_dir, pairs, tmp_path / "m", batch_size=6, learning_rate=1e-4, epochs=10, seed=1, loss="lambda"
     )
-    assert result.loss_function == "lambda" and result.steps == 60  # 2 lists an epoch, one a step
-    assert result.pairs_seen == 360
-    # grade 2 above grade 1 above the negatives: the random base orders 1 in 6 of those pairs, the tuned all
-    assert _ordered(tiny_model_dir, pairs) < 0.5 and _ordered(tmp_path / "m", pairs) > 0.9
+    assert result.loss_function == "lambda" and result.steps == 20  # 2 lists an epoch, one a step
+    assert result.pairs_seen == 120
+    # grade 2 above grade 1 above the negatives: the random head orders under half of those pairs
+    base, tuned = _ordered(minilm_model_dir, pairs), _ordered(tmp_path / "m", pairs)
+    assert base < 0.6 and tuned > 0.9
 
 
 def test_lambda_loss_needs_a_one_output_model_and_lists_of_two(
@@ -162,3 +165,12 @@ def test_cli_finetune_with_the_lambda_loss_trains_listwise_and_reports_it(
     assert training["loss_function"] == "lambda" and training["steps"] >= 1
     assert "LambdaLoss, lists of <= 4" in capsys.readouterr().out
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_a_chat_template_llm_reranker_trains_with_the_lambda_loss(tiny_llm_reranker_dir: str, tmp_path: Path) -> None:
+    # its score is one logit (yes against no) read from a causal LM, not a classification head
+    result = ft.train_cross_encoder(
+        tiny_llm_reranker_dir, _graded_pairs(), tmp_path / "m", batch_size=6, learning_rate=1e-3, loss="lambda"
+    )
+    assert result.loss_function == "lambda" and result.steps == 2
+    assert (tmp_path / "m").is_dir()

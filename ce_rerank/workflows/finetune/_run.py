@@ -145,17 +145,17 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
 
 
 def _check_model(base: CrossEncoderScorer, layers: int, loss: str) -> None:
-    """``freeze_layers`` must leave a layer to train and ``loss`` must fit the head: checked on the base's
-    config, before any work."""
-    from transformers import AutoConfig
-
-    from ..._sources import model_source
-
-    with model_source(base.model_name) as source:
-        config = AutoConfig.from_pretrained(base.model_name, **source)
+    """``freeze_layers`` must leave a layer to train and ``loss`` must fit the head: checked on the loaded
+    base and its config, before any work."""
+    check_loss_for(loss, base.load().num_labels, base.model_name)  # outputs as scoring reads them
     if layers:
-        check_freeze(layers, config.num_hidden_layers, base.model_name)
-    check_loss_for(loss, config.num_labels, base.model_name)
+        from transformers import AutoConfig
+
+        from ..._sources import model_source
+
+        with model_source(base.model_name) as source:
+            count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
+        check_freeze(layers, count, base.model_name)
 
 
 def _positive(name: str, value: Any) -> None:
