@@ -19,6 +19,12 @@ from ce_rerank.workflows.finetune._objective import listwise_groups, objective
 DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
 
 
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A copy of the demo dataset (7 judged queries)."""
+    return Path(shutil.copytree(DEMO, tmp_path / "demo"))
+
+
 def _rows(spec: dict[str, tuple[int, int]]) -> tuple[list[str], list[float]]:
     """Query ids and labels for ``{qid: (positives, negatives)}``, positives first as mine_pairs adds them."""
     ids: list[str] = []
@@ -142,9 +148,8 @@ def test_lambda_loss_needs_a_one_output_model_and_lists_of_two(
 
 
 def test_cli_finetune_rejects_lambda_for_a_two_output_model_before_mining_or_training(
-    tiny_two_label_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_two_label_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    demo = Path(shutil.copytree(DEMO, tmp_path / "demo"))
     out = tmp_path / "o"
     argv = ["finetune", str(demo), "--model", tiny_two_label_model_dir, "--output", str(out), "--loss", "lambda"]
     assert main([*argv, "--no-progress"]) == 2
@@ -153,9 +158,8 @@ def test_cli_finetune_rejects_lambda_for_a_two_output_model_before_mining_or_tra
 
 
 def test_cli_finetune_with_the_lambda_loss_trains_listwise_and_reports_it(
-    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: str, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    demo = Path(shutil.copytree(DEMO, tmp_path / "demo"))
     out = tmp_path / "o"
     argv = ["finetune", str(demo), "--model", tiny_model_dir, "--output", str(out), "--first-stage", "bm25"]
     argv += ["--loss", "lambda", "--train-batch-size", "4", "--dev-fraction", "0", "--no-progress"]
