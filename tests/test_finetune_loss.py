@@ -178,3 +178,11 @@ def test_a_chat_template_llm_reranker_trains_with_the_lambda_loss(tiny_llm_reran
     )
     assert result.loss_function == "lambda" and result.steps == 2
     assert (tmp_path / "m").is_dir()
+
+
+def test_rows_built_without_grades_train_listwise_on_their_labels(tiny_model_dir: str) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    pairs = ft.TrainingPairs(queries=["q"] * 3, passages=["a", "b", "c"], labels=[1.0, 0.0, 0.0], query_ids=["q"] * 3)
+    task = objective("lambda", CrossEncoder(tiny_model_dir), tiny_model_dir, pairs, [3, 3, 3], 4)
+    assert task.rows["labels"] == [[1.0, 0.0, 0.0]]

@@ -35,7 +35,7 @@ def check_loss(loss: Any, batch_size: int) -> None:
 
 
 def check_loss_for(loss: str, num_labels: int, model_name: str) -> None:
-    """The loss must fit the model's head: checked on the base's config before any long work."""
+    """The loss must fit the model's outputs (as scoring loads the model): checked before any long work."""
     if num_labels not in (1, 2):
         raise ValueError(
             f"{model_name!r} has {num_labels} outputs: fine-tuning trains one-output (relevance logit) or "
@@ -106,10 +106,11 @@ def objective(
         rows = {"query": list(pairs.queries), "passage": list(pairs.passages), "label": labels}
         return Objective(loss, rows, list(lengths), batch_size, 1.0)
     groups = listwise_groups(pairs.query_ids, pairs.labels, batch_size)
+    gains = pairs.grades if len(pairs.grades) == len(pairs) else pairs.labels  # rows built without grades
     rows = {
         "query": [pairs.queries[g[0]] for g in groups],
         "docs": [[pairs.passages[i] for i in g] for g in groups],
-        "labels": [[float(pairs.grades[i]) for i in g] for g in groups],
+        "labels": [[float(gains[i]) for i in g] for g in groups],
     }
     # mini_batch_size 0: the list's pairs in one forward pass (a list is at most batch_size pairs)
     loss = losses.LambdaLoss(model, mini_batch_size=0)
