@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ._pairs import TrainingPairs
 
 Loss = Literal["bce", "lambda"]
-LOSSES: tuple[str, ...] = ("bce", "lambda")
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 def check_loss(loss: Any, batch_size: int) -> None:
