@@ -26,16 +26,27 @@ CORPUS = [
 ]
 
 
-def _train_wordpiece(out: Path, *, vocab_size: int = 500) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def _train_wordpiece(out: Path) -> None:
+    """A WordPiece tokenizer over CORPUS, the same in every process.
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    )
-    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tokenizers' WordPieceTrainer breaks ties between equally frequent merges in hash order, which
+    changes between processes, so each build had a different vocabulary (and so different random
+    weights). Here the vocabulary is listed outright: the special tokens, every character of the
+    corpus (and the digits) as a word start and as a ``##`` continuation, and every corpus word whole.
+    Corpus words are one token; other words split into characters; a word with a character outside
+    that alphabet is ``[UNK]``, as WordPiece does.
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for text in CORPUS for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))})
+    chars = sorted({c for w in words for c in w} | set(string.digits))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    tokens += [w for w in words if w not in set(tokens)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
