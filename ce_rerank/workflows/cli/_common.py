@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -122,14 +123,24 @@ def _add_threads_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return n
+def _number(
+    parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, hint: str = ""
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``parse`` the value and check it with ``ok``, else "expected <expected>[hint], got ..."."""
+
+    def check(value: str) -> Any:
+        try:
+            x = parse(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"expected {expected}{hint}, got {value!r}")
+        return x
+
+    return check
+
+
+_positive_int = _number(int, lambda n: n >= 1, "a whole number >= 1")
 
 
 def _short(text: str, width: int) -> str:

@@ -6,50 +6,16 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import _add_model_flags, _add_threads_flag, _positive_int, _scorer
+from ._common import _add_model_flags, _add_threads_flag, _number, _positive_int, _scorer
 
 #: Exit status when the tuned reranker is not better than the base on held-out NDCG@10 (it is saved anyway).
 EXIT_NOT_BETTER = 3
 
 
-def _fraction(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}") from None
-    if not 0 < x < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.3), got {value!r}")
-    return x
-
-
-def _dev_fraction(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction >= 0 and < 1, got {value!r}") from None
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction >= 0 and < 1 (0: no dev queries), got {value!r}")
-    return x
-
-
-def _p_value(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a p-value > 0 and <= 1, got {value!r}") from None
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"expected a p-value > 0 and <= 1 (e.g. 0.05; 1: no test), got {value!r}")
-    return x
-
-
-def _positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
-    return x
+_fraction = _number(float, lambda x: 0 < x < 1, "a fraction between 0 and 1", " (e.g. 0.3)")
+_dev_fraction = _number(float, lambda x: 0 <= x < 1, "a fraction >= 0 and < 1", " (0: no dev queries)")
+_p_value = _number(float, lambda x: 0 < x <= 1, "a p-value > 0 and <= 1", " (e.g. 0.05; 1: no test)")
+_positive_float = _number(float, lambda x: x > 0, "a number > 0")
 
 
 def add_finetune_parser(sub: Any) -> None:
