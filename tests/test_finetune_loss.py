@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import ce_rerank.finetune as ft
 from ce_rerank.evaluation import Dataset
@@ -107,6 +108,32 @@ def test_the_lambda_objective_reads_each_list_with_its_grades(tiny_model_dir: st
     assert task.rows_per_step == 1 and task.pairs_per_row == 3.0
 
 
+@pytest.mark.parametrize(("length", "passes"), [(300, 6), (100, 2), (20, 1)])
+def test_on_cpu_a_lambda_list_runs_in_length_sorted_passes_of_about_512_tokens(
+    tiny_model_dir: str, length: int, passes: int
+) -> None:
+    # one padded pass over a long list is several times slower on a CPU than a few short passes
+    # (benchmarks/finetune.md, round 12): 300-token pairs go 1 a pass, 100-token pairs 5, 20-token pairs all 6
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    model = CrossEncoder(tiny_model_dir, device="cpu")
+    pairs = _graded_pairs()
+    lengths = [length + (i % 6) for i in range(len(pairs))]  # per query: the grade-2 answer shortest
+    lengths[1] = lengths[6] = length - 1  # the grade-1 answers shorter still: they must move to the front
+    task = objective("lambda", model, tiny_model_dir, pairs, lengths, 6)
+    assert task.rows["docs"][0][:2] == ["Paris is in France.", "The capital of France is Paris."]
+    assert task.rows["labels"][0] == [1.0, 2.0, 0.0, 0.0, 0.0, 0.0]  # the grades move with their documents
+
+    calls = []
+    hook = model.register_forward_hook(lambda module, args, out: calls.append(1))  # the loss calls model(tokens)
+    try:
+        row = 0
+        task.loss([[task.rows["query"][row]], [task.rows["docs"][row]]], [torch.tensor(task.rows["labels"][row])])
+    finally:
+        hook.remove()
+    assert len(calls) == passes
+
+
 def _ordered(model_dir: str | Path, pairs: ft.TrainingPairs) -> float:
     """The share of same-query pairs of different grades that the model scores in the grades' order."""
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -122,8 +149,8 @@ def _ordered(model_dir: str | Path, pairs: ft.TrainingPairs) -> float:
 def test_lambda_training_puts_each_query_documents_in_the_order_of_their_grades(
     minilm_model_dir: str, tmp_path: Path
 ) -> None:
-    # MiniLM's real encoder with a random head (the tiny models' random vocabularies change between builds and
-    # do not learn this reliably); 10 epochs of 2 lists take ~12 s on one core, and seeds 1-4 all reach 1.0
+    # MiniLM's real encoder with a random head (the tiny random models did not learn this reliably);
+    # 10 epochs of 2 lists take ~12 s on one core, and seeds 1-4 all reach 1.0
     pairs = _graded_pairs()
     result = ft.train_cross_encoder(
         minilm_model_dir, pairs, tmp_path / "m", batch_size=6, learning_rate=1e-4, epochs=10, seed=1, loss="lambda"
