@@ -16,13 +16,11 @@ httpx and tenacity are optional dependencies (the ``remote`` extra), imported la
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import math
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
+from ._http import parse_retry_after, redact_url, server_message, utf8_safe
 from ._local import check_inputs
 from ._scores import Scores, sigmoid
 from .exceptions import ScorerError
@@ -48,7 +47,6 @@ Api = Literal["rerank", "tei"]
 # clamped to [_EPS, 1 - _EPS] first, so ce_raw_score lies within about +-27.6.
 _EPS = 1e-12
 _NOT_RETRIED_5XX = {501, 505}  # "not implemented", "version not supported": retrying cannot help
-_MESSAGE_CHARS = 500  # at most this much of a server's error message goes into an exception
 
 
 def _import_httpx() -> Any:
@@ -71,73 +69,6 @@ def logit(p: float) -> float:
     """Inverse sigmoid, with ``p`` clamped to ``[1e-12, 1 - 1e-12]``."""
     p = min(max(p, _EPS), 1.0 - _EPS)
     return math.log(p) - math.log1p(-p)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info (``user:password@``), query string or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The human part of an error response, without echoed request input.
-
-    Understands FastAPI's ``{"detail": ...}`` (Infinity, vLLM's 422s), OpenAI-style
-    ``{"error": {"message": ...}}`` and ``{"message": ...}`` (vLLM), TEI's
-    ``{"error": ..., "error_type": ...}`` and Cohere's ``{"message": ...}``. FastAPI's
-    validation errors echo the offending input (documents): only ``loc`` and ``msg`` are kept.
-    """
-    try:
-        data = response.json()
-    except (ValueError, UnicodeDecodeError):
-        text = response.text.strip()
-        return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
-    message: Any = data
-    if isinstance(data, dict):
-        for key in ("detail", "error", "message"):
-            if key in data:
-                message = data[key]
-                break
-        if isinstance(message, dict):
-            message = message.get("message", message)
-    if isinstance(message, list):  # FastAPI validation errors
-        parts = []
-        for item in message:
-            if isinstance(item, dict):
-                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
-                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-            else:
-                parts.append(str(item))
-        message = "; ".join(parts)
-    text = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False)
-    return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
-
-
-def _utf8_safe(text: str) -> str:
-    """Replace lone surrogates (not encodable as UTF-8) with U+FFFD; valid pairs are joined."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class _Retryable(Exception):
@@ -362,10 +293,10 @@ class RemoteScorer:
             return json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates cannot travel as UTF-8
             if self.api == "tei":
-                body["texts"] = [_utf8_safe(t) for t in texts]
+                body["texts"] = [utf8_safe(t) for t in texts]
             else:
-                body["documents"] = [_utf8_safe(t) for t in texts]
-            body["query"] = _utf8_safe(query)
+                body["documents"] = [utf8_safe(t) for t in texts]
+            body["query"] = utf8_safe(query)
             return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
     def _fail(self, what: str) -> ScorerError:
@@ -398,15 +329,15 @@ class RemoteScorer:
         """Raise for an unusable response; return (relevance, raw) in the batch's order."""
         status = response.status_code
         if status == 429:
-            wait = _parse_retry_after(response.headers.get("Retry-After"))
+            wait = parse_retry_after(response.headers.get("Retry-After"))
             if wait is not None and wait > self.max_wait:
                 raise self._fail(
                     f"HTTP 429 (rate limited) asking to retry after {wait:g} s, longer than max_wait="
-                    f"{self.max_wait:g} s: {_server_message(response)}"
+                    f"{self.max_wait:g} s: {server_message(response)}"
                 )
-            raise _Retryable(f"HTTP 429 (rate limited): {_server_message(response)}", retry_after=wait)
+            raise _Retryable(f"HTTP 429 (rate limited): {server_message(response)}", retry_after=wait)
         if status >= 500 and status not in _NOT_RETRIED_5XX:
-            raise _Retryable(f"HTTP {status}: {_server_message(response)}")
+            raise _Retryable(f"HTTP {status}: {server_message(response)}")
         if status >= 300 or status < 200:
             fix = {
                 401: "check api_key",
@@ -415,7 +346,7 @@ class RemoteScorer:
                 405: "check path= (the endpoint does not take POST)",
                 413: "lower max_batch= or shorten the documents",
             }.get(status, "check the request settings (model=, api=, path=)")
-            raise self._fail(f"HTTP {status} from the server: {_server_message(response)}. Fix: {fix}")
+            raise self._fail(f"HTTP {status} from the server: {server_message(response)}. Fix: {fix}")
         try:
             data = response.json()
         except (ValueError, UnicodeDecodeError) as exc:

@@ -967,6 +967,18 @@ def test_generated_queries_train_the_model_and_evaluation_stays_on_judged_querie
     assert all(r["text"] == compose_question(r["passage"]) for r in rows)
 
 
+def test_query_generation_reports_a_server_error_with_ollamas_message_cut_short() -> None:
+    with FakeOllama(embed_models=()) as server:
+        generator = ft.OllamaQueryGenerator("llama3.2", host=server.host)
+        server.fail(500, "model runner crashed: " + "x" * 2000, path="/api/generate")
+        with pytest.raises(ft.QueryGenerationError) as info:
+            generator.question("A passage about wind tunnels.")
+        generator.close()
+    message = str(info.value)
+    assert message.startswith(f"Ollama at http://{server.host} answered 500 on /api/generate: model runner crashed: x")
+    assert message.endswith("x...") and len(message) < 700  # the server's text is cut, not pasted whole
+
+
 def test_query_generation_names_the_fix_when_ollama_lacks_the_model_or_is_not_there(
     demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,8 @@ import pytest
 from fake_rerank_server import FakeRerankServer, Fault, fake_logit, fake_relevance, free_port
 
 from ce_rerank import Reranker, Scorer, ScorerError
-from ce_rerank._remote import RemoteScorer, logit, redact_url
+from ce_rerank._http import redact_url
+from ce_rerank._remote import RemoteScorer, logit
 
 pytest.importorskip("httpx")
 pytest.importorskip("tenacity")

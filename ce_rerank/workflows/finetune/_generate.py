@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..._http import server_message
 from ..._scores import Scorer
 from ...exceptions import CeRerankError
 from ..evaluation._data import Dataset, Run, ranked_ids
@@ -137,11 +138,9 @@ class OllamaQueryGenerator:
                 f"Ollama at {self.url} does not have {self.model!r}: run `ollama pull {self.model}`"
             )
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            raise QueryGenerationError(f"Ollama at {self.url} answered {response.status_code} on {path}: {message}")
+            raise QueryGenerationError(
+                f"Ollama at {self.url} answered {response.status_code} on {path}: {server_message(response)}"
+            )
         try:
             return response.json()
         except ValueError as exc:
