@@ -125,11 +125,14 @@ def supported(directory: Path) -> bool:
     return bool(names) and all(a in SUPPORTED for a in names)
 
 
-def _rewrites_digest() -> str:
-    """Our code that shapes the converted graph: any change to it makes new cache entries."""
-    here = Path(__file__).parent
+# Our modules that shape the converted graph: the rewrites, the conversion, and the engine itself.
+_GRAPH_SOURCES = ("_speed.py", "_convert.py", "_openvino.py")
+
+
+def _rewrites_digest(here: Path = Path(__file__).parent) -> str:
+    """A hash of :data:`_GRAPH_SOURCES`: any change to them makes new cache entries."""
     digest = hashlib.sha256()
-    for name in ("_speed.py", "_openvino.py"):
+    for name in _GRAPH_SOURCES:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 

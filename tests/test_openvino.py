@@ -337,6 +337,21 @@ def test_the_cache_key_changes_with_the_model_files_and_the_settings(tiny_model_
     assert key != ov_engine.entry_key(copy, max_length=None, quantize="none", trust_remote_code=False)
 
 
+def test_the_cache_key_changes_with_the_code_that_converts(tmp_path: Path) -> None:
+    # a cached entry written by older conversion code must not be served after that code changes
+    package = Path(ov_engine.__file__).parent
+    for name in ov_engine._GRAPH_SOURCES:
+        (tmp_path / name).write_bytes((package / name).read_bytes())
+    before = ov_engine._rewrites_digest(tmp_path)
+    assert before == ov_engine._rewrites_digest(package)
+    for name in ("_speed.py", "_convert.py", "_openvino.py"):
+        with open(tmp_path / name, "a", encoding="utf-8") as fh:
+            fh.write("\n# changed\n")
+        after = ov_engine._rewrites_digest(tmp_path)
+        assert after != before, name
+        before = after
+
+
 def test_int8_is_nncf_static_quantisation(tiny_model_dir: str) -> None:
     # the tiny model: NNCF calibrates in seconds (its random activations are too wild to judge scores by)
     exact = CrossEncoderScorer(tiny_model_dir, backend="openvino", dtype="float32")
