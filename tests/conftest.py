@@ -67,6 +67,12 @@ def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def minilm_two_label_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same MiniLM-L6 encoder with a two-output (not relevant / relevant) head."""
+    return str(build_minilm_cross_encoder(tmp_path_factory.mktemp("minilm-ce-2"), num_labels=2, seed=1))
+
+
+@pytest.fixture(scope="session")
 def shared_model_dir() -> str:
     """The WikiQA-trained MiniLM cross-encoder in ../shared/models (skips when absent)."""
     if not (SHARED_MODEL / "model.safetensors").exists():

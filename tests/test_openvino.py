@@ -53,7 +53,9 @@ def _entries() -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
 
 
-@pytest.mark.parametrize("model_dir", ["tiny_model_dir", "tiny_two_label_model_dir", "minilm_model_dir"])
+@pytest.mark.parametrize(
+    "model_dir", ["tiny_model_dir", "tiny_two_label_model_dir", "minilm_model_dir", "minilm_two_label_model_dir"]
+)
 def test_openvino_float32_gives_torch_float32_logits(model_dir: str, request: pytest.FixtureRequest) -> None:
     path = request.getfixturevalue(model_dir)
     torch_scorer, ov_scorer = _pair(path, dtype="float32", window_tokens=32)
