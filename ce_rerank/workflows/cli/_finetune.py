@@ -18,6 +18,15 @@ _p_value = _number(float, lambda x: 0 < x <= 1, "a p-value > 0 and <= 1", " (e.g
 _positive_float = _number(float, lambda x: x > 0, "a number > 0")
 
 
+def _fusion_weights(text: str) -> str | tuple[float, float]:
+    from ..finetune._fusion import check_fusion_weights
+
+    try:
+        return check_fusion_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_finetune_parser(sub: Any) -> None:
     """Register ``finetune`` on the subcommand parsers."""
     p = sub.add_parser(
@@ -120,6 +129,14 @@ def add_finetune_parser(sub: Any) -> None:
     p.add_argument(
         "--fusion", choices=["rrf"], default=None, help="also evaluate base and tuned fused with the first stage (RRF)"
     )
+    p.add_argument(
+        "--fusion-weights",
+        type=_fusion_weights,
+        default="learn",
+        metavar="learn|W_RETRIEVER,W_CE",
+        help="RRF weights for --fusion: learn (default: for each reranker, the weights with the best NDCG@10 on the "
+        "judged queries it was not trained on) or two numbers, e.g. 1,1",
+    )
     _add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_finetune)
@@ -185,6 +202,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         fusion=args.fusion,
+        fusion_weights=args.fusion_weights,
         dev_fraction=args.dev_fraction,
         dev_evaluations=args.dev_evals,
         dev_significance=args.dev_significance,
@@ -244,5 +262,21 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     else:
         console.print(f"no dev set: {dev['reason']}")
+    fusion = report.get("fusion")
+    if fusion:
+        console.print(_fusion_line(report, fusion))
     style = "green" if report["passed"] else "red"
     console.print(f"[{style}]{report['verdict']}[/]")
+
+
+def _fusion_line(report: dict[str, Any], fusion: dict[str, Any]) -> str:
+    """Which weights fused the tuned reranker, how that did against the first stage alone, and how to use it."""
+    choice, name = fusion["tuned"], f"tuned+{fusion['method']}"
+    w = ", ".join(f"{x:g}" for x in choice["rrf_weights"])
+    cmp = report["comparisons"][f"{name}_vs_first_stage"]
+    return (
+        f"{name}: RRF (k={fusion['rrf_k']}) with rrf_weights=({w}) (retriever, cross-encoder; "
+        f"{choice['chosen_on']}): held-out NDCG@10 {cmp['mean_b']:.4f} against {report['first_stage_name']} alone "
+        f"{cmp['mean_a']:.4f} ({cmp['delta']:+.4f}; better {cmp['better']} / worse {cmp['worse']}; paired t-test "
+        f'p={cmp["p_value"]:.3g}); to rerank this way: fusion="rrf", rrf_weights=({w})'
+    )

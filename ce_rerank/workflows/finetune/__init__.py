@@ -13,7 +13,9 @@ From a BEIR-layout dataset and the user's own first stage (BM25, a dense model o
    the step that does best on dev queries taken from the training side, the base included
    (:class:`BestStep`, :func:`build_dev_set`);
 5. the gate (:func:`run_gate`): first stage, base and tuned on the held-out queries, a paired
-   test, and a verdict; the model is saved either way, ``passed`` says whether to ship it.
+   test, and a verdict; the model is saved either way, ``passed`` says whether to ship it;
+6. with ``fusion="rrf"``, each reranker also fused with the first stage, at RRF weights chosen on the
+   judged queries it was not trained on (:func:`choose_rrf_weights`) or given.
 
 Needs ``pip install 'ce-rerank[train]'``.
 
@@ -26,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from ._fusion import FusionChoice, choose_rrf_weights
 from ._gate import GATE_METRIC, GateResult, run_gate
 from ._generate import (
     CONSISTENCY_TOP,
@@ -53,6 +56,7 @@ __all__ = [
     "BestStep",
     "DevSet",
     "FinetuneResult",
+    "FusionChoice",
     "GateResult",
     "GeneratedQueries",
     "OllamaQueryGenerator",
@@ -63,6 +67,7 @@ __all__ = [
     "build_dev_set",
     "build_prompt",
     "check_output",
+    "choose_rrf_weights",
     "consistency_filter",
     "finetune",
     "generate_queries",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,9 +84,14 @@ def run_gate(
     first_stage_name: str,
     candidates: int,
     fusion: Literal["rrf"] | None = None,
+    fusion_weights: Mapping[str, Sequence[float]] | None = None,
     progress: bool = False,
 ) -> GateResult:
-    """Rerank the evaluation queries' candidates with both rerankers and compare all three systems."""
+    """Rerank the evaluation queries' candidates with both rerankers and compare all three systems.
+
+    With ``fusion``, ``base`` and ``tuned`` are also fused with the first stage, each with its
+    ``fusion_weights`` entry (``(retriever, cross-encoder)``; default equal weights).
+    """
     qids = list(eval_queries)
     fs = {q: first_stage.get(q, {}) for q in qids}
     runs: dict[str, Run] = {"first_stage": fs}
@@ -98,7 +103,7 @@ def run_gate(
             runs[f"{name}+{fusion}"] = rerank_run(
                 dataset,
                 fs,
-                Reranker(scorer, top_n=None, fusion=fusion),
+                Reranker(scorer, top_n=None, fusion=fusion, rrf_weights=(fusion_weights or {}).get(name, (1.0, 1.0))),
                 candidates=candidates,
             )
     metrics: dict[str, dict[str, float]] = {}
@@ -116,9 +121,10 @@ def run_gate(
         ).as_dict(),
     }
     if fusion is not None:
-        comparisons[f"tuned+{fusion}_vs_base"] = paired_comparison(
-            per_query["base"], per_query[f"tuned+{fusion}"], metric=GATE_METRIC, query_ids=qids
-        ).as_dict()
+        for other in ("base", "first_stage"):
+            comparisons[f"tuned+{fusion}_vs_{other}"] = paired_comparison(
+                per_query[other], per_query[f"tuned+{fusion}"], metric=GATE_METRIC, query_ids=qids
+            ).as_dict()
     passed, verdict = _verdict(cmp, metrics["first_stage"][GATE_METRIC], first_stage_name)
     return GateResult(
         metrics=metrics,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from ..._local import CrossEncoderScorer
 from ..evaluation._data import MIN_DEPTH, Dataset, _require
 from ..evaluation._first_stage import first_stage_run
+from ._fusion import FusionChoice, check_fusion_weights, fusion_choices
 from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
@@ -184,6 +185,7 @@ def finetune(
     max_minutes: float | None = None,
     seed: int = 13,
     fusion: Literal["rrf"] | None = None,
+    fusion_weights: Literal["learn"] | Sequence[float] = "learn",
     dev_fraction: float = 0.2,
     dev_evaluations: int = 10,
     dev_significance: float = DEV_SIGNIFICANCE,
@@ -223,6 +225,10 @@ def finetune(
         max_minutes: training budget; training stops after the step that crosses it, and saves.
         seed: split, sampling and training seed.
         fusion: ``"rrf"``: also evaluate base and tuned fused with the first stage (RRF, k=60).
+        fusion_weights: with ``fusion``, the RRF weights ``(retriever, cross-encoder)``, or ``"learn"``: for
+            each reranker, the weights (``(1 - s, s)``, ``s`` from 0 to 1 by 0.1) with the best NDCG@10 on
+            the judged queries it was not trained on (base: training and dev queries; a trained step: the
+            dev queries; never the evaluation queries). ``report.json``'s ``fusion`` says what was chosen.
         dev_fraction: fraction of the judged training queries kept out of training as dev queries: the model
             is evaluated on them before the first step and ``dev_evaluations`` times during training,
             and the best evaluation's weights are saved (the base's when no step beats it). 0 saves
@@ -249,6 +255,7 @@ def finetune(
     _positive("negative_depth", negative_depth)
     if fusion not in (None, "rrf"):
         raise ValueError(f"fusion must be 'rrf' or None, got {fusion!r}")
+    weights = check_fusion_weights(fusion_weights)
     if negative_filter not in ("base", "none"):
         raise ValueError(f"negative_filter must be 'base' or 'none', got {negative_filter!r}")
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
@@ -351,6 +358,20 @@ def finetune(
         loss=loss,
     )
     tuned = _like(base, str(model_dir))
+    choices: dict[str, FusionChoice] = {}
+    if fusion is not None:
+        choices = fusion_choices(
+            weights,
+            data,
+            run,
+            judged_training=list(split.train_queries),
+            dev_ids=dev_ids,
+            base=base,
+            tuned=tuned,
+            trained=training.best_step != 0,
+            candidates=candidates,
+            progress=progress,
+        )
     gate = run_gate(
         data,
         run,
@@ -360,6 +381,7 @@ def finetune(
         first_stage_name=label,
         candidates=candidates,
         fusion=fusion,
+        fusion_weights={name: c.rrf_weights for name, c in choices.items()},
         progress=progress,
     )
     verdict = gate.verdict
@@ -383,6 +405,7 @@ def finetune(
         "split": {"method": split.method, **split.details},
         "pairs": pairs.stats,
         "generated": generated.stats if generated is not None else None,
+        "fusion": {"method": fusion, "rrf_k": 60, **{n: c.as_dict() for n, c in choices.items()}} if fusion else None,
         "training": training.as_dict(),
         "per_query": {
             q: {name: gate.per_query[name][q]["ndcg@10"] for name in gate.per_query} for q in split.eval_queries
