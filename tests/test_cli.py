@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_evaluation import write_dataset
@@ -355,6 +356,32 @@ def test_eval_top_n_still_works_with_a_deprecation_warning_on_stderr(
     assert old == new and new["candidates"] == 2
     assert main([*common, "--candidates", "2", "--top-n", "3"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--candidates 2 and --top-n 3 disagree: give --candidates only")
+
+
+def test_eval_rrf_weights_weigh_the_fusion_from_first_stage_alone_to_reranker_alone(
+    tmp_path: Path, tiny_model_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(write_dataset(tmp_path / "tiny"))
+    common = ["eval", data, "--model", tiny_model_dir, "--device", "cpu", "--no-progress", "--candidates", "5"]
+
+    def metrics(*extra: str) -> dict[str, Any]:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main([*common, *extra, "--output", str(out)]) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    alone, first_only = metrics(), metrics("--fusion", "rrf", "--rrf-weights", "1,0")
+    assert metrics("--fusion", "rrf", "--rrf-weights", "0,2")["reranked"] == alone["reranked"]
+    assert first_only["reranked"] == first_only["first_stage"]
+    assert alone["reranked"] != alone["first_stage"]  # so the two checks above tell the weights apart
+    capsys.readouterr()
+    assert main([*common, "--rrf-weights", "0.6,0.4"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--rrf-weights weighs the fusion: add --fusion rrf")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--fusion", "rrf", "--rrf-weights=-1,1"])
+    assert exit_info.value.code == 2
+    assert (
+        "expected two non-negative RRF weights W_RETRIEVER,W_CE, not both 0 (e.g. 0.6,0.4)" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("command", ["eval", "rerank", "demo"])

@@ -126,11 +126,14 @@ def test_weights_are_chosen_on_queries_the_reranker_was_not_trained_on(monkeypat
     assert given["base"].rrf_weights == given["tuned"].rrf_weights == (0.7, 0.3) and len(seen) == 1
 
 
-@pytest.mark.parametrize("bad", ["0,0", "-1,2", "1", "1,2,3", "a,b", "nan,1", "inf,1", (True, 1), [1]])
-def test_bad_fusion_weights_are_refused_with_the_form_that_works(bad: object) -> None:
-    with pytest.raises(ValueError, match=r"fusion weights must be 'learn' or two non-negative numbers"):
-        _fusion.check_fusion_weights(bad)
-    assert _fusion.check_fusion_weights("0.6,0.4") == (0.6, 0.4) == _fusion.check_fusion_weights([0.6, 0.4])
+@pytest.mark.parametrize(
+    "bad", [(0, 0), (-1, 2), (1,), (1, 2, 3), ("a", "b"), (float("nan"), 1), (float("inf"), 1), (True, 1), "0.6,0.4"]
+)
+def test_bad_fusion_weights_are_refused_with_the_form_that_works(bad: object, demo: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"fusion_weights must be 'learn' or two non-negative numbers"):
+        ft.finetune(demo, model="never-loaded", output=tmp_path / "out", fusion="rrf", fusion_weights=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()  # refused before any work
+    assert _fusion.check_fusion_weights([0.6, 0.4]) == (0.6, 0.4) == _fusion.check_fusion_weights((0.6, 0.4))
 
 
 def _fused_ranking(first: dict[str, float], tuned: dict[str, float], weights: tuple[float, float]) -> list[str]:
@@ -180,8 +183,9 @@ def test_cli_finetune_takes_given_fusion_weights_and_refuses_bad_ones_before_any
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--output", str(tmp_path / "x"), "--fusion-weights", "0,0"])
     assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
+    err = capsys.readouterr().err
     assert (
-        "fusion weights must be 'learn' or two non-negative numbers RETRIEVER,CROSS_ENCODER" in capsys.readouterr().err
+        "expected learn or two non-negative RRF weights W_RETRIEVER,W_CE, not both 0 (e.g. 0.6,0.4), got '0,0'" in err
     )
     main([*argv, "--output", str(out), "--fusion-weights", "0.25,0.75", "--no-progress", "--threads", "1"])
     report = json.loads((out / "report.json").read_text())

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..._local import DEFAULT_MODEL
 from ...exceptions import CeRerankError
-from ._common import EXIT_USAGE, PROG, UsageError, _add_model_flags, _add_threads_flag, _positive_int
+from ._common import EXIT_USAGE, PROG, UsageError, _add_model_flags, _add_threads_flag, _positive_int, _rrf_weights
 from ._demo import _cmd_demo
 from ._eval import _cmd_eval
 from ._finetune import add_finetune_parser
@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fuse the first stage's order with the cross-encoder's (Reciprocal Rank Fusion, k=60) instead of "
         "replacing it",
+    )
+    p_eval.add_argument(
+        "--rrf-weights",
+        type=_rrf_weights,
+        default=None,
+        metavar="W_RETRIEVER,W_CE",
+        help="RRF weights for --fusion rrf (default 1,1), e.g. those ce-rerank finetune chose",
     )
     p_eval.add_argument("--split", default="test", help="qrels file to use: qrels/<split>.tsv (default test)")
     p_eval.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +142,12 @@ def _number(
 
 
 _positive_int = _number(int, lambda n: n >= 1, "a whole number >= 1")
+_rrf_weights = _number(
+    lambda text: tuple(float(w) for w in text.split(",")),
+    lambda ws: len(ws) == 2 and all(math.isfinite(w) and w >= 0 for w in ws) and any(ws),
+    "two non-negative RRF weights W_RETRIEVER,W_CE, not both 0",
+    " (e.g. 0.6,0.4)",
+)
 
 
 def _short(text: str, width: int) -> str:

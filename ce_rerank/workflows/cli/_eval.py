@@ -22,6 +22,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         except ev.DatasetError as exc:
             raise UsageError(str(exc)) from None
     candidates = _candidates(args)
+    if args.rrf_weights is not None and args.fusion is None:
+        raise UsageError("--rrf-weights weighs the fusion: add --fusion rrf")
     data = ev.load_beir(args.dataset, split=args.split)
     kind, _, arg = args.first_stage.partition(":")
     if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
@@ -36,7 +38,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.output is not None:
         _require("matplotlib", "the per-query plot")
     scorer = _scorer(args)
-    reranker = Reranker(scorer, top_n=None, fusion=args.fusion)
+    reranker = Reranker(scorer, top_n=None, fusion=args.fusion, rrf_weights=args.rrf_weights or (1.0, 1.0))
     result = ev.evaluate_reranking(
         data,
         reranker,

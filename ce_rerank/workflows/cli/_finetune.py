@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import _add_model_flags, _add_threads_flag, _number, _positive_int, _scorer
+from ._common import _add_model_flags, _add_threads_flag, _number, _positive_int, _rrf_weights, _scorer
 
 #: Exit status when the tuned reranker is not better than the base on held-out NDCG@10 (it is saved anyway).
 EXIT_NOT_BETTER = 3
@@ -19,12 +19,12 @@ _positive_float = _number(float, lambda x: x > 0, "a number > 0")
 
 
 def _fusion_weights(text: str) -> str | tuple[float, float]:
-    from ..finetune._fusion import check_fusion_weights
-
+    if text == "learn":
+        return text
     try:
-        return check_fusion_weights(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return _rrf_weights(text)  # type: ignore[no-any-return]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("expected ", "expected learn or ", 1)) from None
 
 
 def add_finetune_parser(sub: Any) -> None:

@@ -114,31 +114,17 @@ def choose_rrf_weights(
 
 
 def check_fusion_weights(weights: object) -> Literal["learn"] | tuple[float, float]:
-    """``"learn"``, or two finite non-negative RRF weights (retriever, cross-encoder), not both 0.
-
-    Accepts a pair of numbers or its command-line form ``"0.6,0.4"``.
-    """
+    """``"learn"``, or two finite non-negative RRF weights ``(retriever, cross-encoder)``, not both 0."""
     if weights == "learn":
         return "learn"
-    values: Sequence[object] = ()
-    if isinstance(weights, str):
-        values = weights.split(",")
-    elif isinstance(weights, (tuple, list)):
-        values = weights
-    nums: list[float] = []
-    for w in values:
-        if isinstance(w, bool) or not isinstance(w, (str, int, float)):
-            break
-        try:
-            nums.append(float(w))
-        except ValueError:
-            break
-    if len(values) != 2 or len(nums) != 2 or not all(math.isfinite(w) and w >= 0 for w in nums) or not any(nums):
+    pair = list(weights) if isinstance(weights, (tuple, list)) else []
+    numbers = [float(w) for w in pair if isinstance(w, (int, float)) and not isinstance(w, bool)]
+    if len(pair) != 2 or len(numbers) != 2 or not all(math.isfinite(w) and w >= 0 for w in numbers) or not any(numbers):
         raise ValueError(
-            "fusion weights must be 'learn' or two non-negative numbers RETRIEVER,CROSS_ENCODER, not both 0 "
-            f"(e.g. 0.6,0.4); got {weights!r}"
+            "fusion_weights must be 'learn' or two non-negative numbers (retriever, cross-encoder), not both 0, "
+            f"e.g. (0.6, 0.4); got {weights!r}"
         )
-    return (nums[0], nums[1])
+    return (numbers[0], numbers[1])
 
 
 def fusion_choices(
