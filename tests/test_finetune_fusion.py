@@ -159,6 +159,7 @@ def test_cli_finetune_fuses_with_the_weights_it_reports_and_says_how_to_use_them
         f"{i / 10:g}" for i in range(11)
     }
     assert base["grid"][f"{base['rrf_weights'][1]:g}"] == max(base["grid"].values())
+    assert base["seconds"] >= 0 and tuned["queries"] == 0 and tuned["grid"] == {}
     assert tuned["rrf_weights"] == [1.0, 1.0] and "no dev set" in tuned["chosen_on"]
     first = read_trec_run(out / "first_stage.run")
     for name in ("base", "tuned"):

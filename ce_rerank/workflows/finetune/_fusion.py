@@ -12,6 +12,7 @@ stage alone and the reranker alone, so the choice may also be "do not fuse" or "
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,12 +41,14 @@ class FusionChoice:
             adapters' default.
         queries: the ids of those queries (empty for the default).
         grid: each cross-encoder share tried -> mean NDCG@10 of the fused ranking on those queries.
+        seconds: time spent choosing (scoring the queries' candidates once, then fusing at each share).
     """
 
     rrf_weights: tuple[float, float]
     chosen_on: str
     queries: list[str] = field(default_factory=list)
     grid: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The choice as ``report.json`` holds it under ``fusion``."""
@@ -55,6 +58,7 @@ class FusionChoice:
             "queries": len(self.queries),
             "metric": GATE_METRIC,
             "grid": dict(self.grid),
+            "seconds": round(self.seconds, 1),
         }
 
 
@@ -95,6 +99,7 @@ def choose_rrf_weights(
         raise ValueError("choose_rrf_weights needs at least one judged query")
     if not shares or any(not 0 <= s <= 1 for s in shares):
         raise ValueError(f"shares must be numbers in [0, 1], got {list(shares)!r}")
+    started = time.monotonic()
     runs = {q: first_stage.get(q, {}) for q in qids}
     memo = _Memo(scorer)
     rerank_run(dataset, runs, memo, candidates=candidates, progress=progress)  # scores every pair once
@@ -110,6 +115,7 @@ def choose_rrf_weights(
         chosen_on=chosen_on,
         queries=qids,
         grid={f"{s:g}": v for s, v in grid.items()},
+        seconds=time.monotonic() - started,
     )
 
 
