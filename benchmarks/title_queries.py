@@ -28,10 +28,8 @@ import torch
 from ce_rerank import CrossEncoderScorer
 from ce_rerank.workflows.evaluation._data import Dataset, ranked_ids
 from ce_rerank.workflows.evaluation._first_stage import first_stage_run
-from ce_rerank.workflows.finetune._fusion import fusion_choices
-from ce_rerank.workflows.finetune._gate import run_gate
 from ce_rerank.workflows.finetune._pairs import mine_pairs
-from ce_rerank.workflows.finetune._run import _dev_split, _like
+from ce_rerank.workflows.finetune._run import _dev_split, _like, gate_with_fusion
 from ce_rerank.workflows.finetune._select import build_dev_set
 from ce_rerank.workflows.finetune._split import split_queries
 from ce_rerank.workflows.finetune._train import train_cross_encoder
@@ -99,28 +97,18 @@ def main() -> None:
         dev_significance=0.05,
     )
     tuned = _like(base, str(model_dir))
-    choices = fusion_choices(
-        "learn",
+    choices, gate = gate_with_fusion(
         data,
         run,
-        judged_training=list(split.train_queries),
-        dev_ids=dev_ids,
-        base=base,
-        tuned=tuned,
-        trained=training.best_step != 0,
-        candidates=30,
-        progress=False,
-    )
-    gate = run_gate(
-        data,
-        run,
-        split.eval_queries,
+        split,
+        dev_ids,
         base,
         tuned,
+        trained=training.best_step != 0,
         first_stage_name=label,
         candidates=30,
         fusion="rrf",
-        fusion_weights={n: c.rrf_weights for n, c in choices.items()},
+        fusion_weights="learn",
     )
     dev_report = training.dev or {}
     result = {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._local import CrossEncoderScorer
-from ..evaluation._data import MIN_DEPTH, Dataset, _require
+from ..evaluation._data import MIN_DEPTH, Dataset, Run, _require
 from ..evaluation._first_stage import first_stage_run
 from ._fusion import FusionChoice, check_fusion_weights, fusion_choices
 from ._gate import GateResult, run_gate, write_outputs
@@ -21,7 +21,7 @@ from ._generate import generate_queries as _generate
 from ._objective import Loss, check_loss, check_loss_for
 from ._pairs import NegativeFilter, mine_pairs
 from ._select import DEV_SIGNIFICANCE, MIN_DEV_QUERIES, build_dev_set, check_significance
-from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
+from ._split import MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
 from ._train import check_freeze, require_training, train_cross_encoder
 
 
@@ -157,6 +157,51 @@ def _check_model(base: CrossEncoderScorer, layers: int, loss: str) -> None:
         with model_source(base.model_name) as source:
             count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
         check_freeze(layers, count, base.model_name)
+
+
+def gate_with_fusion(
+    data: Dataset,
+    run: Run,
+    split: QuerySplit,
+    dev_ids: Sequence[str],
+    base: CrossEncoderScorer,
+    tuned: CrossEncoderScorer,
+    *,
+    trained: bool,
+    first_stage_name: str,
+    candidates: int,
+    fusion: Literal["rrf"] | None,
+    fusion_weights: Literal["learn"] | tuple[float, float],
+    progress: bool = False,
+) -> tuple[dict[str, FusionChoice], GateResult]:
+    """Each reranker's fusion weights (with ``fusion``), then the gate on the evaluation queries."""
+    choices: dict[str, FusionChoice] = {}
+    if fusion is not None:
+        choices = fusion_choices(
+            fusion_weights,
+            data,
+            run,
+            judged_training=list(split.train_queries),
+            dev_ids=dev_ids,
+            base=base,
+            tuned=tuned,
+            trained=trained,
+            candidates=candidates,
+            progress=progress,
+        )
+    gate = run_gate(
+        data,
+        run,
+        split.eval_queries,
+        base,
+        tuned,
+        first_stage_name=first_stage_name,
+        candidates=candidates,
+        fusion=fusion,
+        fusion_weights={name: c.rrf_weights for name, c in choices.items()},
+        progress=progress,
+    )
+    return choices, gate
 
 
 def _positive(name: str, value: Any) -> None:
@@ -358,30 +403,18 @@ def finetune(
         loss=loss,
     )
     tuned = _like(base, str(model_dir))
-    choices: dict[str, FusionChoice] = {}
-    if fusion is not None:
-        choices = fusion_choices(
-            weights,
-            data,
-            run,
-            judged_training=list(split.train_queries),
-            dev_ids=dev_ids,
-            base=base,
-            tuned=tuned,
-            trained=training.best_step != 0,
-            candidates=candidates,
-            progress=progress,
-        )
-    gate = run_gate(
+    choices, gate = gate_with_fusion(
         data,
         run,
-        split.eval_queries,
+        split,
+        dev_ids,
         base,
         tuned,
+        trained=training.best_step != 0,
         first_stage_name=label,
         candidates=candidates,
         fusion=fusion,
-        fusion_weights={name: c.rrf_weights for name, c in choices.items()},
+        fusion_weights=weights,
         progress=progress,
     )
     verdict = gate.verdict
