@@ -16,6 +16,7 @@ _fraction = _number(float, lambda x: 0 < x < 1, "a fraction between 0 and 1", " 
 _dev_fraction = _number(float, lambda x: 0 <= x < 1, "a fraction >= 0 and < 1", " (0: no dev queries)")
 _p_value = _number(float, lambda x: 0 < x <= 1, "a p-value > 0 and <= 1", " (e.g. 0.05; 1: no test)")
 _positive_float = _number(float, lambda x: x > 0, "a number > 0")
+_count = _number(int, lambda n: n >= 0, "a whole number >= 0", " (0: none)")
 
 
 def _fusion_weights(text: str) -> str | tuple[float, float]:
@@ -62,6 +63,14 @@ def add_finetune_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--generate-count", type=_positive_int, default=100, help="passages to write questions for (default 100)"
+    )
+    p.add_argument(
+        "--title-queries",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="also train on N document titles as queries, each against its own document (titles cut off), with "
+        "hard negatives from the first stage: label-free, for corpora whose documents have titles (default 0)",
     )
     p.add_argument(
         "--candidates", type=_positive_int, default=100, help="first-stage candidates reranked per query (default 100)"
@@ -147,6 +156,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..finetune import _run
     from ..finetune._generate import OllamaQueryGenerator
     from ..finetune._split import split_queries
+    from ..finetune._titles import title_queries
     from ..finetune._train import require_training
 
     if args.threads is not None:
@@ -157,7 +167,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     generating = args.generate_queries is not None
     if generating:
         _run.parse_generator(args.generate_queries)
-    _run.check_first_stage(args.first_stage, generating=generating)
+    _run.check_first_stage(args.first_stage, generating=generating, titles=args.title_queries > 0)
     split_queries(
         args.dataset,
         eval_split=args.eval_split,
@@ -166,6 +176,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         judged_training=not generating,
     )
+    if args.title_queries:
+        title_queries(args.dataset, count=args.title_queries, seed=args.seed)
     require_training()
     for module, purpose in (
         ("pytrec_eval", "computing metrics"),
@@ -192,6 +204,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
         generate_queries=args.generate_queries,
         generate_count=args.generate_count,
+        title_queries=args.title_queries,
         candidates=args.candidates,
         negatives=args.negatives,
         negative_depth=args.negative_depth,
@@ -252,6 +265,13 @@ def _print_report(report: dict[str, Any]) -> None:
             else ""
         )
     )
+    titles = report.get("titles")
+    if titles:
+        console.print(
+            f"title queries: {titles['used']} titles (of {titles['eligible']} usable, {titles['documents']} "
+            f"documents): {titles['pairs']['pairs']} more pairs ({titles['pairs']['positives']} positives, "
+            f"{titles['pairs']['negatives']} hard negatives)"
+        )
     dev = report["dev"]
     if dev.get("evaluations"):
         curve = ", ".join(f"{e['step']}: {e[dev['metric']]:.4f}" for e in dev["evaluations"])

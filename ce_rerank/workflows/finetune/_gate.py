@@ -162,12 +162,13 @@ def write_outputs(
     model: str,
     candidates: int,
     plot: bool = True,
+    written_before: Sequence[Path] = (),
 ) -> list[Path]:
     """``report.json``, ``first_stage.run``, ``base.run``, ``tuned.run`` (and fused runs), and the plots.
 
-    ``report`` gets a ``files`` entry naming what was written.
+    ``report`` gets a ``files`` entry naming what was written (``written_before`` included).
     """
-    written: list[Path] = []
+    written: list[Path] = list(written_before)
     tags = {"first_stage": first_stage_name, "base": f"{first_stage_name}+base", "tuned": f"{first_stage_name}+tuned"}
     for name, run in gate.runs.items():
         path = out / f"{name}.run"

@@ -43,6 +43,14 @@ class TrainingPairs:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def extend(self, other: TrainingPairs) -> None:
+        """Append ``other``'s rows (its stats stay its own)."""
+        self.query_ids += other.query_ids
+        self.queries += other.queries
+        self.passages += other.passages
+        self.labels += other.labels
+        self.grades += other.grades
+
     def add(self, qid: str, query: str, passage: str, label: float, grade: float | None = None) -> None:
         self.query_ids.append(qid)
         self.queries.append(query)
@@ -136,7 +144,9 @@ def mine_pairs(
             if not positives:
                 continue
             stats["pool_before_filter"] += len(pool)
-            ids = positives + pool
+            k = negatives * len(positives)
+            # Without the filter only the drawn negatives are scored (for their windows), not the whole pool.
+            ids = positives + (pool if negative_filter == "base" else rng.sample(pool, min(len(pool), k)))
             scores = scorer.score(query, [dataset.corpus[d] for d in ids])
             spans = scores.spans or [None] * len(ids)
             stats["windowed_texts"] += scores.windowed
@@ -147,8 +157,10 @@ def mine_pairs(
                 kept = [d for d in pool if raw[d] <= ceiling]
                 stats["removed_as_false_negatives"] += len(pool) - len(kept)
                 pool = kept
+                chosen = rng.sample(pool, min(len(pool), k))
+            else:
+                chosen = ids[len(positives) :]
             stats["pool"] += len(pool)
-            chosen = rng.sample(pool, min(len(pool), negatives * len(positives)))
             if not chosen:
                 stats["queries_without_negatives"] += 1
             stats["queries"] += 1

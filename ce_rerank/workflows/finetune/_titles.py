@@ -1,0 +1,127 @@
+"""Training queries from the corpus itself: document titles as queries, their documents as positives.
+
+A title says what its document is about in the collection's own words, so (title, body) is a label-free
+positive pair, as in the title-body pairs of Chang et al. (ICLR 2020, "Pre-training tasks for
+embedding-based large-scale retrieval"). The title is cut off every document these queries are trained
+against (their positive and their negatives alike): otherwise the positive would be found by matching the
+query word for word. Negatives are the first stage's best candidates for the title, as for judged queries.
+No judgment and no evaluation query is read, so the held-out evaluation stays held out.
+
+Measured in ``benchmarks/finetune.md`` (rounds 15b and 16).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluation._data import Dataset, _read_jsonl
+
+TITLE_PREFIX = "title-"
+#: A title becomes a query only when it has at least this many words ...
+MIN_TITLE_WORDS = 4
+#: ... and the document has at least this many words beside it.
+MIN_BODY_WORDS = 20
+
+
+@dataclass
+class TitleQueries:
+    """Titles sampled as training queries.
+
+    Attributes:
+        queries: query id (``title-<doc id>``) -> the title.
+        documents: query id -> the id of the document the title belongs to (its positive).
+        bodies: document id -> its text without its title, for every document with a title: what these
+            queries are trained against.
+        stats: counts for the report.
+    """
+
+    queries: dict[str, str] = field(default_factory=dict)
+    documents: dict[str, str] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return {q: {d: 1} for q, d in self.documents.items()}
+
+    def with_queries(self, data: Dataset) -> Dataset:
+        """``data`` with these queries and their qrels (what the first stage retrieves for)."""
+        return Dataset(
+            name=data.name,
+            corpus=data.corpus,
+            queries={**data.queries, **self.queries},
+            qrels={**data.qrels, **self.qrels()},
+        )
+
+    def untitled(self, data: Dataset) -> Dataset:
+        """``data`` with the titles cut off the documents that have one (what these queries train against)."""
+        return Dataset(name=data.name, corpus={**data.corpus, **self.bodies}, queries=data.queries, qrels=data.qrels)
+
+
+def _split_title(title: Any, text: Any) -> tuple[str, str]:
+    title = " ".join(str(title or "").split())
+    body = " ".join(str(text or "").split())
+    if title and body.lower().startswith(title.lower()):  # Cranfield's text repeats its title
+        body = body[len(title) :].lstrip(" .:;-")
+    return title, body
+
+
+def title_queries(dataset: str | os.PathLike[str], *, count: int, seed: int = 13, taken: Any = ()) -> TitleQueries:
+    """Sample ``count`` documents (seeded) whose title has at least :data:`MIN_TITLE_WORDS` words and whose
+    text beside it at least :data:`MIN_BODY_WORDS`; each one's title becomes a training query.
+
+    Args:
+        dataset: the BEIR-layout folder (its ``corpus.jsonl``).
+        count: how many titles; all the eligible ones when there are fewer (the stats say so).
+        seed: the sampling seed.
+        taken: query ids already in use (a title query must not collide with one).
+
+    Raises:
+        ValueError: no document has a usable title, or a title query id collides with a query id.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"title_queries must be an integer >= 1, got {count!r}")
+    bodies: dict[str, str] = {}
+    eligible: list[str] = []
+    titles: dict[str, str] = {}
+    documents = 0
+    for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
+        documents += 1
+        doc_id = str(obj["_id"])
+        title, body = _split_title(obj.get("title"), obj.get("text"))
+        if not title:
+            continue
+        bodies[doc_id] = body
+        titles[doc_id] = title
+        if len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS:
+            eligible.append(doc_id)
+    if not eligible:
+        raise ValueError(
+            f"title queries: none of the {documents} documents has a title of at least {MIN_TITLE_WORDS} words and "
+            f"{MIN_BODY_WORDS} words of text beside it ({len(titles)} have a title): drop --title-queries for this "
+            "corpus (--generate-queries ollama:MODEL writes questions for passages without titles)"
+        )
+    picked = random.Random(seed).sample(sorted(eligible), min(count, len(eligible)))
+    out = TitleQueries(bodies=bodies)
+    clashes = [q for q in (TITLE_PREFIX + d for d in picked) if q in taken]
+    if clashes:
+        raise ValueError(
+            f"title query id {clashes[0]!r} is already a query id of the dataset: rename that query, or drop "
+            "--title-queries"
+        )
+    for d in sorted(picked):
+        out.queries[TITLE_PREFIX + d] = titles[d]
+        out.documents[TITLE_PREFIX + d] = d
+    out.stats = {
+        "requested": count,
+        "used": len(picked),
+        "documents": documents,
+        "with_title": len(titles),
+        "eligible": len(eligible),
+        "min_title_words": MIN_TITLE_WORDS,
+        "min_body_words": MIN_BODY_WORDS,
+    }
+    return out
