@@ -153,7 +153,7 @@ def add_finetune_parser(sub: Any) -> None:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..evaluation._data import _require
-    from ..finetune import _run
+    from ..finetune import _checks, _run
     from ..finetune._generate import OllamaQueryGenerator
     from ..finetune._split import split_queries
     from ..finetune._titles import title_queries
@@ -166,8 +166,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     # Everything cheap is checked before the model is loaded and any work starts.
     generating = args.generate_queries is not None
     if generating:
-        _run.parse_generator(args.generate_queries)
-    _run.check_first_stage(args.first_stage, generating=generating, titles=args.title_queries > 0)
+        _checks.parse_generator(args.generate_queries)
+    _checks.check_first_stage(args.first_stage, generating=generating, titles=args.title_queries > 0)
     split_queries(
         args.dataset,
         eval_split=args.eval_split,
@@ -186,9 +186,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         ("rich", "the progress bars and the table"),
     ):
         _require(module, purpose)
-    _run.check_output(args.output)
+    _checks.check_output(args.output)
     if generating:  # the server and its model, before the reranker loads
-        generator = OllamaQueryGenerator(_run.parse_generator(args.generate_queries), seed=args.seed)
+        generator = OllamaQueryGenerator(_checks.parse_generator(args.generate_queries), seed=args.seed)
         try:
             generator.check()
         finally:

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from ._checks import check_output
 from ._fusion import FusionChoice, choose_rrf_weights
 from ._gate import GATE_METRIC, GateResult, run_gate
 from ._generate import (
@@ -40,7 +41,7 @@ from ._generate import (
     generate_queries,
 )
 from ._pairs import TrainingPairs, mine_pairs
-from ._run import FinetuneResult, check_output, finetune
+from ._run import FinetuneResult, finetune
 from ._select import DEV_METRIC, DEV_SIGNIFICANCE, MIN_DEV_QUERIES, BestStep, DevSet, build_dev_set
 from ._split import MIN_EVAL_QUERIES, MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
 from ._train import TrainingResult, train_cross_encoder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,11 +13,12 @@ from typing import Any, Literal
 from ..._local import CrossEncoderScorer
 from ..evaluation._data import MIN_DEPTH, Dataset, Run, _require
 from ..evaluation._first_stage import first_stage_run
+from ._checks import check_first_stage, check_model, check_output, check_positive, parse_generator
 from ._fusion import FusionChoice, check_fusion_weights, fusion_choices
 from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
-from ._objective import Loss, check_loss, check_loss_for
+from ._objective import Loss, check_loss
 from ._pairs import NegativeFilter, TrainingPairs, mine_pairs
 from ._select import DEV_SIGNIFICANCE, MIN_DEV_QUERIES, build_dev_set, check_significance
 from ._split import MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
@@ -46,57 +46,6 @@ class FinetuneResult:
     verdict: str
     report: dict[str, Any]
     gate: GateResult = field(repr=False)
-
-
-def check_output(path: str | os.PathLike[str]) -> Path:
-    """The output folder, created if needed: it must be new or empty, and writable (checked by writing).
-
-    Raises:
-        ValueError: it is a file, it holds files already, or it cannot be written.
-    """
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a file: give a folder for the model, report.json and the runs")
-    if out.is_dir() and any(out.iterdir()):
-        raise ValueError(
-            f"output folder {str(out)!r} is not empty: give a new or empty folder (finetune never overwrites a model)"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ValueError(
-            f"cannot write to the output folder {str(out)!r} ({exc.strerror or type(exc).__name__}): give a folder "
-            "you can write to"
-        ) from exc
-    return out
-
-
-def check_first_stage(spec: str, *, generating: bool, titles: bool = False) -> None:
-    """Reject an unknown first stage (or a run file with generated or title queries) before any work."""
-    kind, _, arg = spec.partition(":")
-    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
-        raise ValueError(
-            f"unknown first stage {spec!r}: use bm25, dense:MODEL (a sentence-transformers model) or run:FILE "
-            "(a TREC run file)"
-        )
-    if kind == "run" and not Path(arg).expanduser().is_file():
-        raise ValueError(f"first stage run:{arg}: no such file")
-    if kind == "run" and (generating or titles):
-        what, flag = ("generated queries", "--generate-queries") if generating else ("title queries", "--title-queries")
-        raise ValueError(
-            f"{what} need a first stage that retrieves for new questions: use --first-stage bm25 or "
-            f"dense:MODEL with {flag} (a run file only holds the queries it was made for)"
-        )
-
-
-def parse_generator(spec: str) -> str:
-    """The Ollama model name of ``ollama:MODEL``."""
-    kind, _, model = spec.partition(":")
-    if kind != "ollama" or not model.strip():
-        raise ValueError(f"unknown query generator {spec!r}: use ollama:MODEL (e.g. ollama:llama3.2)")
-    return model.strip()
 
 
 def _like(scorer: CrossEncoderScorer, model: str) -> CrossEncoderScorer:
@@ -148,20 +97,6 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     return trains, devs, ""
 
 
-def _check_model(base: CrossEncoderScorer, layers: int, loss: str) -> None:
-    """``freeze_layers`` must leave a layer to train and ``loss`` must fit the head: checked on the loaded
-    base and its config, before any work."""
-    check_loss_for(loss, base.load().num_labels, base.model_name)  # outputs as scoring reads them
-    if layers:
-        from transformers import AutoConfig
-
-        from ..._sources import model_source
-
-        with model_source(base.model_name) as source:
-            count = AutoConfig.from_pretrained(base.model_name, **source).num_hidden_layers
-        check_freeze(layers, count, base.model_name)
-
-
 def gate_with_fusion(
     data: Dataset,
     run: Run,
@@ -205,11 +140,6 @@ def gate_with_fusion(
         progress=progress,
     )
     return choices, gate
-
-
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def finetune(
@@ -304,11 +234,11 @@ def finetune(
     """
     started = time.monotonic()
     for name, value in (("generate_count", generate_count), ("candidates", candidates)):
-        _positive(name, value)
-    _positive("negatives", negatives)
+        check_positive(name, value)
+    check_positive("negatives", negatives)
     if isinstance(title_queries, bool) or not isinstance(title_queries, int) or title_queries < 0:
         raise ValueError(f"title_queries must be an integer >= 0 (0: none), got {title_queries!r}")
-    _positive("negative_depth", negative_depth)
+    check_positive("negative_depth", negative_depth)
     if fusion not in (None, "rrf"):
         raise ValueError(f"fusion must be 'rrf' or None, got {fusion!r}")
     weights = check_fusion_weights(fusion_weights)
@@ -316,10 +246,10 @@ def finetune(
         raise ValueError(f"negative_filter must be 'base' or 'none', got {negative_filter!r}")
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 <= dev_fraction < 1:
         raise ValueError(f"dev_fraction must be >= 0 and < 1 (0: no dev queries), got {dev_fraction!r}")
-    _positive("dev_evaluations", dev_evaluations)
+    check_positive("dev_evaluations", dev_evaluations)
     check_significance(dev_significance)
     check_freeze(freeze_layers)
-    _positive("batch_size", batch_size)
+    check_positive("batch_size", batch_size)
     check_loss(loss, batch_size)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0 or None (no limit), got {max_minutes!r}")
@@ -350,7 +280,7 @@ def finetune(
             generator.check()
         base = model if isinstance(model, CrossEncoderScorer) else CrossEncoderScorer(model)
         base.load()
-        _check_model(base, freeze_layers, loss)
+        check_model(base, freeze_layers, loss)
         generated: GeneratedQueries | None = None
         if generator is not None:
             generated = _generate(split.dataset, base, generator, count=generate_count, seed=seed, progress=progress)
