@@ -6,8 +6,8 @@ import csv
 import importlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -113,6 +113,10 @@ class Dataset:
         These are the queries evaluated (queries without judgments say nothing about quality).
         """
         return [q for q in self.queries if any(g >= 1 for g in self.qrels.get(q, {}).values())]
+
+    def with_queries(self, queries: Mapping[str, str], qrels: Mapping[str, dict[str, int]]) -> Dataset:
+        """The same corpus with ``queries`` and their ``qrels`` added (e.g. training queries written for it)."""
+        return replace(self, queries={**self.queries, **queries}, qrels={**self.qrels, **qrels})
 
     def subset(self, max_queries: int | None) -> Dataset:
         """The same dataset restricted to its first ``max_queries`` judged queries (file order)."""

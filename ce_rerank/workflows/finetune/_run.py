@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._local import CrossEncoderScorer
-from ..evaluation._data import MIN_DEPTH, Dataset, Run, _require
+from ..evaluation._data import MIN_DEPTH, _require
 from ..evaluation._first_stage import first_stage_run
 from ._checks import check_first_stage, check_model, check_output, check_positive, parse_generator
 from ._fusion import FusionChoice, check_fusion_weights, fusion_choices
@@ -21,7 +21,7 @@ from ._generate import generate_queries as _generate
 from ._objective import Loss, check_loss
 from ._pairs import NegativeFilter, TrainingPairs, mine_pairs
 from ._select import DEV_SIGNIFICANCE, MIN_DEV_QUERIES, build_dev_set, check_significance
-from ._split import MIN_TRAIN_QUERIES, QuerySplit, holdout_split, split_queries
+from ._split import MIN_TRAIN_QUERIES, holdout_split, split_queries
 from ._titles import TitleQueries
 from ._titles import title_queries as _titles
 from ._train import check_freeze, require_training, train_cross_encoder
@@ -95,51 +95,6 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
             ),
         )
     return trains, devs, ""
-
-
-def gate_with_fusion(
-    data: Dataset,
-    run: Run,
-    split: QuerySplit,
-    dev_ids: Sequence[str],
-    base: CrossEncoderScorer,
-    tuned: CrossEncoderScorer,
-    *,
-    trained: bool,
-    first_stage_name: str,
-    candidates: int,
-    fusion: Literal["rrf"] | None,
-    fusion_weights: Literal["learn"] | tuple[float, float],
-    progress: bool = False,
-) -> tuple[dict[str, FusionChoice], GateResult]:
-    """Each reranker's fusion weights (with ``fusion``), then the gate on the evaluation queries."""
-    choices: dict[str, FusionChoice] = {}
-    if fusion is not None:
-        choices = fusion_choices(
-            fusion_weights,
-            data,
-            run,
-            judged_training=list(split.train_queries),
-            dev_ids=dev_ids,
-            base=base,
-            tuned=tuned,
-            trained=trained,
-            candidates=candidates,
-            progress=progress,
-        )
-    gate = run_gate(
-        data,
-        run,
-        split.eval_queries,
-        base,
-        tuned,
-        first_stage_name=first_stage_name,
-        candidates=candidates,
-        fusion=fusion,
-        fusion_weights={name: c.rrf_weights for name, c in choices.items()},
-        progress=progress,
-    )
-    return choices, gate
 
 
 def finetune(
@@ -289,14 +244,9 @@ def finetune(
             generator.close()
     data = split.dataset
     if generated is not None:
-        data = Dataset(
-            name=data.name,
-            corpus=data.corpus,
-            queries={**data.queries, **generated.queries},
-            qrels={**data.qrels, **generated.qrels()},
-        )
+        data = data.with_queries(generated.queries, generated.qrels())
     if titles is not None:
-        data = titles.with_queries(data)
+        data = data.with_queries(titles.queries, titles.qrels())
     depth = max(candidates, negative_depth, MIN_DEPTH)
     label, run = first_stage_run(data, first_stage, top_k=depth)
     # Dev queries come from the judged training queries only: generated questions were chosen by the base
@@ -369,18 +319,30 @@ def finetune(
         loss=loss,
     )
     tuned = _like(base, str(model_dir))
-    choices, gate = gate_with_fusion(
+    choices: dict[str, FusionChoice] = {}
+    if fusion is not None:
+        choices = fusion_choices(
+            weights,
+            data,
+            run,
+            judged_training=list(split.train_queries),
+            dev_ids=dev_ids,
+            base=base,
+            tuned=tuned,
+            trained=training.best_step != 0,
+            candidates=candidates,
+            progress=progress,
+        )
+    gate = run_gate(
         data,
         run,
-        split,
-        dev_ids,
+        split.eval_queries,
         base,
         tuned,
-        trained=training.best_step != 0,
         first_stage_name=label,
         candidates=candidates,
         fusion=fusion,
-        fusion_weights=weights,
+        fusion_weights={name: c.rrf_weights for name, c in choices.items()},
         progress=progress,
     )
     verdict = gate.verdict
@@ -411,19 +373,18 @@ def finetune(
             q: {name: gate.per_query[name][q]["ndcg@10"] for name in gate.per_query} for q in split.eval_queries
         },
     }
-    lists: list[Path] = []
+    lists: dict[str, list[dict[str, str]]] = {}
     if generated is not None:
-        lists.append(out / "generated_queries.jsonl")
-        with lists[-1].open("w", encoding="utf-8") as fh:
-            for qid, text in generated.queries.items():
-                row = {"_id": qid, "text": text, "source": generated.sources[qid], "passage": generated.passages[qid]}
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        lists["generated_queries.jsonl"] = [
+            {"_id": q, "text": text, "source": generated.sources[q], "passage": generated.passages[q]}
+            for q, text in generated.queries.items()
+        ]
     if titles is not None:
-        lists.append(out / "title_queries.jsonl")
-        with lists[-1].open("w", encoding="utf-8") as fh:
-            for qid, text in titles.queries.items():
-                fh.write(json.dumps({"_id": qid, "text": text, "document": titles.documents[qid]}, ensure_ascii=False))
-                fh.write("\n")
+        lists["title_queries.jsonl"] = [
+            {"_id": q, "text": text, "document": titles.documents[q]} for q, text in titles.queries.items()
+        ]
+    for name, rows in lists.items():
+        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     report["seconds"] = round(time.monotonic() - started, 1)
     write_outputs(
         out,
@@ -434,7 +395,7 @@ def finetune(
         model=base.model_name,
         candidates=candidates,
         plot=plot,
-        written_before=lists,
+        written_before=[out / name for name in lists],
     )
     return FinetuneResult(
         output=out, model_dir=model_dir, passed=gate.passed, verdict=verdict, report=report, gate=gate

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from collections.abc import Container
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,9 @@ class TitleQueries:
     def qrels(self) -> dict[str, dict[str, int]]:
         return {q: {d: 1} for q, d in self.documents.items()}
 
-    def with_queries(self, data: Dataset) -> Dataset:
-        """``data`` with these queries and their qrels (what the first stage retrieves for)."""
-        return Dataset(
-            name=data.name,
-            corpus=data.corpus,
-            queries={**data.queries, **self.queries},
-            qrels={**data.qrels, **self.qrels()},
-        )
-
     def untitled(self, data: Dataset) -> Dataset:
         """``data`` with the titles cut off the documents that have one (what these queries train against)."""
-        return Dataset(name=data.name, corpus={**data.corpus, **self.bodies}, queries=data.queries, qrels=data.qrels)
+        return replace(data, corpus={**data.corpus, **self.bodies})
 
 
 def _split_title(title: Any, text: Any) -> tuple[str, str]:
@@ -69,7 +61,9 @@ def _split_title(title: Any, text: Any) -> tuple[str, str]:
     return title, body
 
 
-def title_queries(dataset: str | os.PathLike[str], *, count: int, seed: int = 13, taken: Any = ()) -> TitleQueries:
+def title_queries(
+    dataset: str | os.PathLike[str], *, count: int, seed: int = 13, taken: Container[str] = ()
+) -> TitleQueries:
     """Sample ``count`` documents (seeded) whose title has at least :data:`MIN_TITLE_WORDS` words and whose
     text beside it at least :data:`MIN_BODY_WORDS`; each one's title becomes a training query.
 
