@@ -17,7 +17,7 @@ from ce_rerank import CrossEncoderScorer
 from ce_rerank.evaluation import load_beir
 from ce_rerank.workflows.cli import main
 from ce_rerank.workflows.finetune import _run
-from ce_rerank.workflows.finetune._titles import MIN_BODY_WORDS, MIN_TITLE_WORDS, title_queries
+from ce_rerank.workflows.finetune._titles import MAX_LEAD_WORDS, MIN_BODY_WORDS, MIN_TITLE_WORDS, title_queries
 
 DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
 
@@ -54,9 +54,11 @@ def test_titles_are_sampled_seeded_among_documents_with_a_usable_title_and_body(
         "used": 2,
         "documents": 5,
         "with_title": 4,
+        "lead_sentences": 0,
         "eligible": 2,
         "min_title_words": MIN_TITLE_WORDS,
         "min_body_words": MIN_BODY_WORDS,
+        "max_lead_words": MAX_LEAD_WORDS,
     }
     assert t.qrels() == {"title-ok1": {"ok1": 1}, "title-ok2": {"ok2": 1}}
     many = _corpus(
@@ -66,9 +68,34 @@ def test_titles_are_sampled_seeded_among_documents_with_a_usable_title_and_body(
     assert a == b and a != c and len(a) == 5
 
 
+def test_a_document_without_a_title_stands_in_its_first_sentence_when_it_is_short(tmp_path: Path) -> None:
+    words = " ".join(f"w{i}" for i in range(MIN_BODY_WORDS))
+    long_lead = " ".join(f"l{i}" for i in range(MAX_LEAD_WORDS + 1))
+    docs = [
+        # MEDLINE: the article's title, then its abstract, joined by a full stop
+        {"_id": "lead", "title": "", "text": f"surgical treatment of ventricular septal defects . {words}."},
+        {"_id": "question", "title": "", "text": f"neonatal hepatitis or  obstructive jaundice?. {words}"},
+        {"_id": "titled", "title": "a real title of words", "text": f"A first sentence of six words. {words}"},
+        {"_id": "long-lead", "title": "", "text": f"{long_lead}. {words}"},
+        {"_id": "no-end", "title": "", "text": f"no sentence end in this text {words}"},
+        {"_id": "short-lead", "title": "", "text": f"amyloid. {words}"},
+    ]
+    t = title_queries(_corpus(tmp_path, docs), count=10, seed=1)
+    assert t.queries == {
+        "title-lead": "surgical treatment of ventricular septal defects",
+        "title-question": "neonatal hepatitis or obstructive jaundice",
+        "title-titled": "a real title of words",  # a title wins over the first sentence
+    }
+    assert t.bodies["lead"] == words + "." and t.bodies["question"] == words
+    assert t.bodies["titled"] == f"A first sentence of six words. {words}"
+    assert t.bodies["short-lead"] == words  # cut off like a short title, though too short to be a query
+    assert "long-lead" not in t.bodies and "no-end" not in t.bodies  # no first sentence short enough
+    assert (t.stats["with_title"], t.stats["lead_sentences"], t.stats["eligible"]) == (1, 3, 3)
+
+
 def test_title_queries_refuse_a_corpus_without_usable_titles_and_a_clashing_query_id(tmp_path: Path) -> None:
-    root = _corpus(tmp_path, [{"_id": "d1", "title": "", "text": "no title here " * 10}])
-    with pytest.raises(ValueError, match="none of the 1 documents has a title of at least 4 words") as e:
+    root = _corpus(tmp_path, [{"_id": "d1", "title": "", "text": "no title or sentence end here " * 10}])
+    with pytest.raises(ValueError, match=r"none of the 1 documents has a title \(or, without one, a first sen") as e:
         title_queries(root, count=5)
     assert "drop --title-queries" in str(e.value) and "--generate-queries" in str(e.value)
     with pytest.raises(ValueError, match="'title-bees-scent' is already a query id"):
@@ -133,7 +160,9 @@ def test_cli_title_queries_prints_what_it_added_and_refuses_bad_input_before_the
     printed = capsys.readouterr().out
     assert "title queries: 4 titles (of " in printed and json.loads((out / "report.json").read_text())["titles"]
     missing = str(tmp_path / "no-model")  # reaching the model would fail with another message
-    untitled = _corpus(tmp_path / "u", [{**d, "title": ""} for d in _demo_docs()])
+    # no title, and no sentence end for a first sentence to stand in
+    no_ends = str.maketrans("", "", ".?!")
+    untitled = _corpus(tmp_path / "u", [{**d, "title": "", "text": d["text"].translate(no_ends)} for d in _demo_docs()])
     run_file = tmp_path / "first.run"
     run_file.write_text("q 0 d 1 1.0 x\n")
     cases = [

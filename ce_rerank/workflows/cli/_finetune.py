@@ -70,7 +70,8 @@ def add_finetune_parser(sub: Any) -> None:
         default=0,
         metavar="N",
         help="also train on N document titles as queries, each against its own document (titles cut off), with "
-        "hard negatives from the first stage: label-free, for corpora whose documents have titles (default 0)",
+        "hard negatives from the first stage; a document without a title stands in its first sentence when that "
+        "has at most 30 words: label-free (default 0)",
     )
     p.add_argument(
         "--candidates", type=_positive_int, default=100, help="first-stage candidates reranked per query (default 100)"

@@ -153,7 +153,8 @@ def finetune(
         title_queries: also train on this many document titles as queries (0: none), sampled (seeded) among the
             documents with a title of at least 4 words and 20 words of text beside it; each title's positive is
             its own document and its negatives are the first stage's best candidates for it, all with their
-            titles cut off (label-free; for corpora whose documents have titles). ``report.json``'s
+            titles cut off; a document without a title stands in its first sentence when that has at most 30
+            words (label-free; for corpora whose documents have titles). ``report.json``'s
             ``titles`` counts them and their pairs, and ``title_queries.jsonl`` lists them.
         candidates: first-stage candidates reranked per evaluation query.
         negatives: hard negatives per positive.

@@ -7,6 +7,11 @@ against (their positive and their negatives alike): otherwise the positive would
 query word for word. Negatives are the first stage's best candidates for the title, as for judged queries.
 No judgment and no evaluation query is read, so the held-out evaluation stays held out.
 
+A document without a title uses its first sentence in its place, when that sentence is short enough to be
+one (MEDLINE's abstracts start with their article's title, joined by a full stop): the same pair, or
+otherwise a lead sentence against the rest of its text, as in the Inverse Cloze Task (Lee et al., ACL
+2019, "Latent retrieval for weakly supervised open domain question answering").
+
 Measured in ``benchmarks/finetune.md`` (rounds 15b and 16).
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +32,9 @@ TITLE_PREFIX = "title-"
 MIN_TITLE_WORDS = 4
 #: ... and the document has at least this many words beside it.
 MIN_BODY_WORDS = 20
+#: A document without a title uses its first sentence in its place when that has at most this many words.
+MAX_LEAD_WORDS = 30
+_SENTENCE_END = re.compile(r"(?<=\S)\s*[.?!]+\s+")
 
 
 @dataclass
@@ -35,8 +44,8 @@ class TitleQueries:
     Attributes:
         queries: query id (``title-<doc id>``) -> the title.
         documents: query id -> the id of the document the title belongs to (its positive).
-        bodies: document id -> its text without its title, for every document with a title: what these
-            queries are trained against.
+        bodies: document id -> its text without its title (or the first sentence standing in for it), for
+            every document with one: what these queries are trained against.
         stats: counts for the report.
     """
 
@@ -61,11 +70,21 @@ def _split_title(title: Any, text: Any) -> tuple[str, str]:
     return title, body
 
 
+def _lead_sentence(text: Any) -> tuple[str, str]:
+    """The text's first sentence and the rest; ``("", text)`` when it has no sentence end or a long first one."""
+    body = " ".join(str(text or "").split())
+    end = _SENTENCE_END.search(body)
+    if end is None or len(body[: end.start()].split()) > MAX_LEAD_WORDS:
+        return "", body
+    return body[: end.start()], body[end.end() :]
+
+
 def title_queries(
     dataset: str | os.PathLike[str], *, count: int, seed: int = 13, taken: Container[str] = ()
 ) -> TitleQueries:
     """Sample ``count`` documents (seeded) whose title has at least :data:`MIN_TITLE_WORDS` words and whose
-    text beside it at least :data:`MIN_BODY_WORDS`; each one's title becomes a training query.
+    text beside it at least :data:`MIN_BODY_WORDS`; each one's title becomes a training query. A document
+    without a title stands in its first sentence, when that has at most :data:`MAX_LEAD_WORDS` words.
 
     Args:
         dataset: the BEIR-layout folder (its ``corpus.jsonl``).
@@ -81,22 +100,27 @@ def title_queries(
     bodies: dict[str, str] = {}
     eligible: list[str] = []
     titles: dict[str, str] = {}
-    documents = 0
+    documents = leads = 0
     for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
         documents += 1
         doc_id = str(obj["_id"])
         title, body = _split_title(obj.get("title"), obj.get("text"))
         if not title:
-            continue
+            title, body = _lead_sentence(obj.get("text"))
+            if not title:
+                continue
+            leads += 1
         bodies[doc_id] = body
         titles[doc_id] = title
         if len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS:
             eligible.append(doc_id)
     if not eligible:
         raise ValueError(
-            f"title queries: none of the {documents} documents has a title of at least {MIN_TITLE_WORDS} words and "
-            f"{MIN_BODY_WORDS} words of text beside it ({len(titles)} have a title): drop --title-queries for this "
-            "corpus (--generate-queries ollama:MODEL writes questions for passages without titles)"
+            f"title queries: none of the {documents} documents has a title (or, without one, a first sentence of "
+            f"at most {MAX_LEAD_WORDS} words) of at least {MIN_TITLE_WORDS} words and {MIN_BODY_WORDS} words of "
+            f"text beside it ({len(titles) - leads} have a title, {leads} a short first sentence): drop "
+            "--title-queries for this corpus (--generate-queries ollama:MODEL writes questions for passages "
+            "without titles)"
         )
     picked = random.Random(seed).sample(sorted(eligible), min(count, len(eligible)))
     out = TitleQueries(bodies=bodies)
@@ -113,9 +137,11 @@ def title_queries(
         "requested": count,
         "used": len(picked),
         "documents": documents,
-        "with_title": len(titles),
+        "with_title": len(titles) - leads,
+        "lead_sentences": leads,
         "eligible": len(eligible),
         "min_title_words": MIN_TITLE_WORDS,
         "min_body_words": MIN_BODY_WORDS,
+        "max_lead_words": MAX_LEAD_WORDS,
     }
     return out
