@@ -8,7 +8,8 @@ From a BEIR-layout dataset and the user's own first stage (BM25, a dense model o
    best candidates, never a judged positive, likely false negatives filtered by the base
    reranker, long documents cut into the windows the scorer uses;
 3. without judgments, questions written by a local LLM through Ollama (:func:`generate_queries`);
-   and, where the documents have titles, the titles as label-free queries (``finetune(title_queries=N)``);
+   and, where the documents have titles (or short first sentences), those as label-free queries
+   (``finetune(title_queries=N)``);
 4. training with sentence-transformers' ``CrossEncoderTrainer`` (:func:`train_cross_encoder`; binary
    cross-entropy on each pair, or ``loss="lambda"``: the listwise ``LambdaLoss`` over each query's documents), keeping
    the step that does best on dev queries taken from the training side, the base included
