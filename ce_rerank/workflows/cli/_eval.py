@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..evaluation._data import _require
+from ..evaluation._first_stage import check_first_stage_spec
 from ._common import UsageError, _scorer
 
 
@@ -25,14 +25,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.rrf_weights is not None and args.fusion is None:
         raise UsageError("--rrf-weights weighs the fusion: add --fusion rrf")
     data = ev.load_beir(args.dataset, split=args.split)
-    kind, _, arg = args.first_stage.partition(":")
-    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
-        raise UsageError(
-            f"unknown first stage {args.first_stage!r}: use bm25, dense:MODEL (a sentence-transformers model) "
-            "or run:FILE (a TREC run file)"
-        )
-    if kind == "run" and not Path(arg).expanduser().is_file():
-        raise UsageError(f"--first-stage run:{arg}: no such file")
+    try:
+        check_first_stage_spec(args.first_stage, flag="--first-stage")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     _require("pytrec_eval", "computing metrics")
     _require("rich", "the progress bar and the metrics table")
     if args.output is not None:

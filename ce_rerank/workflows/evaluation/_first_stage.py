@@ -107,6 +107,24 @@ def dense_run(
     }
 
 
+def check_first_stage_spec(spec: str, *, flag: str = "first stage") -> tuple[str, str]:
+    """``spec``'s kind and argument, checked before any work: a known kind, and a run file that exists
+    (``flag`` names the setting in that message).
+
+    Raises:
+        ValueError: an unknown spec, or ``run:FILE`` naming no file.
+    """
+    kind, _, arg = spec.partition(":")
+    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
+        raise ValueError(
+            f"unknown first stage {spec!r}: use bm25, dense:MODEL (a sentence-transformers model) or run:FILE "
+            "(a TREC run file)"
+        )
+    if kind == "run" and not Path(arg).expanduser().is_file():
+        raise ValueError(f"{flag} run:{arg}: no such file")
+    return kind, arg
+
+
 def first_stage_run(dataset: Dataset, spec: str, *, top_k: int = MIN_DEPTH) -> tuple[str, Run]:
     """Run the first stage named by ``spec``: ``bm25``, ``dense:MODEL`` or ``run:FILE``.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._local import CrossEncoderScorer
+from ..evaluation._first_stage import check_first_stage_spec
 from ._objective import check_loss_for
 from ._train import check_freeze
 
@@ -39,14 +40,7 @@ def check_output(path: str | os.PathLike[str]) -> Path:
 
 def check_first_stage(spec: str, *, generating: bool, titles: bool = False) -> None:
     """Reject an unknown first stage (or a run file with generated or title queries) before any work."""
-    kind, _, arg = spec.partition(":")
-    if not ((kind == "bm25" and not arg) or (kind in ("dense", "run") and arg)):
-        raise ValueError(
-            f"unknown first stage {spec!r}: use bm25, dense:MODEL (a sentence-transformers model) or run:FILE "
-            "(a TREC run file)"
-        )
-    if kind == "run" and not Path(arg).expanduser().is_file():
-        raise ValueError(f"first stage run:{arg}: no such file")
+    kind, _ = check_first_stage_spec(spec)
     if kind == "run" and (generating or titles):
         what, flag = ("generated queries", "--generate-queries") if generating else ("title queries", "--title-queries")
         raise ValueError(
