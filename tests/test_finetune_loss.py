@@ -165,11 +165,11 @@ def test_lambda_training_puts_each_query_documents_in_the_order_of_their_grades(
 def test_lambda_loss_needs_a_one_output_model_and_lists_of_two(
     tiny_two_label_model_dir: str, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(ValueError, match=r"loss 'lambda' ranks one relevance logit.*use --loss bce"):
+    with pytest.raises(ValueError, match=r"loss 'lambda' trains one relevance logit.*use --loss bce"):
         ft.train_cross_encoder(tiny_two_label_model_dir, _graded_pairs(), tmp_path / "a", loss="lambda")
     with pytest.raises(ValueError, match=r"batch size must be >= 2, got 1"):
         ft.train_cross_encoder(tiny_model_dir, _graded_pairs(), tmp_path / "b", loss="lambda", batch_size=1)
-    with pytest.raises(ValueError, match=r"loss must be one of 'bce', 'lambda', got 'mse'"):
+    with pytest.raises(ValueError, match=r"loss must be one of 'bce', 'lambda', 'distill', got 'mse'"):
         ft.train_cross_encoder(tiny_model_dir, _graded_pairs(), tmp_path / "c", loss="mse")  # type: ignore[arg-type]
     assert not any((tmp_path / n).exists() for n in "abc")
 

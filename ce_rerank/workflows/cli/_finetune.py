@@ -129,11 +129,13 @@ def add_finetune_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--loss",
-        choices=["bce", "lambda"],
+        choices=["bce", "lambda", "distill"],
         default="bce",
         help="'bce': binary cross-entropy on each pair (cross-entropy for a two-output model); 'lambda': "
         "sentence-transformers' listwise LambdaLoss over each query's documents, judged grades as gains, "
-        "at most --train-batch-size a list (one-output models) (default bce)",
+        "at most --train-batch-size a list; 'distill': MSE to a teacher's score for each of a query's "
+        "--negative-depth candidates, the teacher being the first stage fused (RRF) with the base reranker, "
+        "judged positives on top (one-output models for both) (default bce)",
     )
     p.add_argument("--seed", type=int, default=13, help="split, sampling and training seed (default 13)")
     p.add_argument(
@@ -253,10 +255,20 @@ def _print_report(report: dict[str, Any]) -> None:
             table.add_row(name, *(f"{report[name][m]:.4f}" for m in METRICS))
     console = Console(file=sys.stdout, soft_wrap=True)
     console.print(table)
+    teacher = report.get("teacher")
+    if teacher:
+        w = ", ".join(f"{x:g}" for x in teacher["rrf_weights"])
+        rows = (
+            f"{pairs['rows']} rows ({pairs['positives']} positives, {pairs['candidates']} candidates) with targets "
+            f"from the first stage fused with the base, rrf_weights=({w}) ({teacher['chosen_on']}), MSELoss"
+        )
+    else:
+        rows = (
+            f"{pairs['pairs']} pairs ({pairs['positives']} positives, {pairs['negatives']} hard negatives; "
+            f"{pairs['removed_as_false_negatives']} candidates dropped as likely false negatives)"
+        )
     console.print(
-        f"training: {pairs['pairs']} pairs ({pairs['positives']} positives, {pairs['negatives']} hard negatives; "
-        f"{pairs['removed_as_false_negatives']} candidates dropped as likely false negatives), {training['steps']} of "
-        f"{training['planned_steps']} steps, {training['precision']}, "
+        f"training: {rows}, {training['steps']} of {training['planned_steps']} steps, {training['precision']}, "
         + (f"LambdaLoss, lists of <= {training['batch_size']}, " if training.get("loss_function") == "lambda" else "")
         + f"{training['seconds']:.0f} s, "
         f"stopped: {training['stopped']}"
@@ -270,8 +282,13 @@ def _print_report(report: dict[str, Any]) -> None:
     if titles:
         console.print(
             f"title queries: {titles['used']} titles (of {titles['eligible']} usable, {titles['documents']} "
-            f"documents): {titles['pairs']['pairs']} more pairs ({titles['pairs']['positives']} positives, "
-            f"{titles['pairs']['negatives']} hard negatives)"
+            f"documents): "
+            + (
+                f"{titles['pairs']['rows']} more rows"
+                if teacher
+                else f"{titles['pairs']['pairs']} more pairs ({titles['pairs']['positives']} positives, "
+                f"{titles['pairs']['negatives']} hard negatives)"
+            )
         )
     dev = report["dev"]
     if dev.get("evaluations"):

@@ -10,6 +10,9 @@
   are dealt into lists of at most ``batch_size`` documents, positives spread evenly over them, so a list
   always holds a positive to rank above its negatives, and a step (one list) costs what a pointwise step
   of ``batch_size`` pairs does. One-output models only.
+- ``"distill"`` (pointwise regression): ``MSELoss`` between the model's logit and a teacher's target for each
+  (query, candidate) row, the rows and targets of :func:`~._distill.distill_lists` (the first stage fused with
+  the base reranker, judged positives on top). A step is ``batch_size`` rows. One-output models only.
 
   On a CPU a list is run in forward passes of about :data:`LIST_PASS_TOKENS` tokens (its documents
   sorted by length, so each pass pads little), not in one pass: measured here (benchmarks/finetune.md,
@@ -27,7 +30,7 @@ from typing import Any, Literal, get_args
 
 from ._pairs import TrainingPairs
 
-Loss = Literal["bce", "lambda"]
+Loss = Literal["bce", "lambda", "distill"]
 LOSSES: tuple[str, ...] = get_args(Loss)
 
 #: On a CPU, LambdaLoss runs a list in forward passes of about this many tokens (at least one pair a pass).
@@ -50,9 +53,9 @@ def check_loss_for(loss: str, num_labels: int, model_name: str) -> None:
             f"{model_name!r} has {num_labels} outputs: fine-tuning trains one-output (relevance logit) or "
             "two-output (not relevant / relevant) cross-encoders"
         )
-    if loss == "lambda" and num_labels != 1:
+    if loss in ("lambda", "distill") and num_labels != 1:
         raise ValueError(
-            f"loss 'lambda' ranks one relevance logit per pair, and {model_name!r} has {num_labels} outputs: "
+            f"loss {loss!r} trains one relevance logit per pair, and {model_name!r} has {num_labels} outputs: "
             "use --loss bce (cross-entropy over its two classes)"
         )
 
@@ -105,10 +108,13 @@ def objective(
 
     check_loss(name, batch_size)
     check_loss_for(name, model.num_labels, model_name)
-    if name == "bce":
-        if model.num_labels == 1:
-            loss: Any = losses.BinaryCrossEntropyLoss(model)
+    if name in ("bce", "distill"):
+        if name == "distill":
+            loss: Any = losses.MSELoss(model)
             labels: list[Any] = [float(v) for v in pairs.labels]
+        elif model.num_labels == 1:
+            loss = losses.BinaryCrossEntropyLoss(model)
+            labels = [float(v) for v in pairs.labels]
         else:
             loss = losses.CrossEntropyLoss(model)
             labels = [int(v) for v in pairs.labels]

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._local import CrossEncoderScorer
-from ..evaluation._data import MIN_DEPTH, _require
+from ..evaluation._data import MIN_DEPTH, Dataset, Run, _require
 from ..evaluation._first_stage import first_stage_run
 from ._checks import check_first_stage, check_model, check_output, check_positive, parse_generator
-from ._fusion import FusionChoice, check_fusion_weights, fusion_choices
+from ._distill import distill_lists
+from ._fusion import FusionChoice, check_fusion_weights, choose_rrf_weights, equal_weights, fusion_choices
 from ._gate import GateResult, run_gate, write_outputs
 from ._generate import GeneratedQueries, OllamaQueryGenerator, consistency_filter
 from ._generate import generate_queries as _generate
@@ -95,6 +96,25 @@ def _dev_split(train_ids: list[str], fraction: float, seed: int) -> tuple[list[s
             ),
         )
     return trains, devs, ""
+
+
+def _teacher_weights(
+    data: Dataset, run: Run, judged: list[str], dev_ids: list[str], base: CrossEncoderScorer, depth: int, progress: bool
+) -> FusionChoice:
+    """The distillation teacher's RRF weights: chosen on the judged training queries that are trained on (not the
+    dev queries, which must judge the distilled model without having shaped its teacher)."""
+    chosen = [q for q in judged if q not in set(dev_ids)]
+    if not chosen:
+        return equal_weights("the adapters' default: no judged training queries to choose on")
+    return choose_rrf_weights(
+        data,
+        run,
+        chosen,
+        base,
+        candidates=depth,
+        chosen_on=f"chosen on the {len(chosen)} judged queries trained on (not the dev queries)",
+        progress=progress,
+    )
 
 
 def finetune(
@@ -182,7 +202,11 @@ def finetune(
             train all of them).
         loss: ``"bce"``: binary cross-entropy on each pair (cross-entropy for a two-output model);
             ``"lambda"``: sentence-transformers' listwise ``LambdaLoss`` over each query's documents, with
-            the judged grades as gains (one-output models).
+            the judged grades as gains (one-output models); ``"distill"``: ``MSELoss`` to a teacher's target
+            for each of a query's ``negative_depth`` candidates and its positives, the teacher being the first
+            stage fused (RRF, weights chosen on the judged queries trained on) with the base reranker, positives on
+            top (see ``_distill``; ``negatives`` and ``negative_filter`` do not apply; one-output models).
+            ``report.json``'s ``teacher`` gives the weights.
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
         progress: progress bars on stderr.
         plot: write the per-query plots (needs matplotlib).
@@ -266,19 +290,37 @@ def finetune(
                 "LLM"
             )
         train_ids += list(generated.queries)
-    pairs = mine_pairs(
-        data,
-        run,
-        train_ids,
-        base,
-        negatives=negatives,
-        depth=negative_depth,
-        negative_filter=negative_filter,
-        seed=seed,
-        progress=progress,
-    )
+    teacher: FusionChoice | None = None
+    if loss == "distill":
+        teacher = _teacher_weights(data, run, list(split.train_queries), dev_ids, base, negative_depth, progress)
+        pairs = distill_lists(
+            data, run, train_ids, base, rrf_weights=teacher.rrf_weights, depth=negative_depth, progress=progress
+        )
+    else:
+        pairs = mine_pairs(
+            data,
+            run,
+            train_ids,
+            base,
+            negatives=negatives,
+            depth=negative_depth,
+            negative_filter=negative_filter,
+            seed=seed,
+            progress=progress,
+        )
     title_pairs = None
-    if titles is not None:
+    if titles is not None and teacher is not None:
+        title_pairs = distill_lists(
+            titles.untitled(data),
+            run,
+            list(titles.queries),
+            base,
+            rrf_weights=teacher.rrf_weights,
+            depth=negative_depth,
+            progress=progress,
+        )
+        titles.stats["pairs"] = title_pairs.stats
+    elif titles is not None:
         # Unfiltered: a title has one judged-by-construction positive, and round 15b measured them this way.
         title_pairs = mine_pairs(
             titles.untitled(data),
@@ -366,6 +408,7 @@ def finetune(
         "eval_queries_without_candidates": sum(not run.get(q) for q in split.eval_queries),
         "split": {"method": split.method, **split.details},
         "pairs": pairs.stats,
+        "teacher": teacher.as_dict() if teacher is not None else None,
         "generated": generated.stats if generated is not None else None,
         "titles": titles.stats if titles is not None else None,
         "fusion": {"method": fusion, "rrf_k": 60, **{n: c.as_dict() for n, c in choices.items()}} if fusion else None,
