@@ -142,3 +142,58 @@ def test_cli_finetune_rejects_distill_for_a_two_output_model_before_any_work(
     assert main([*argv, "--no-progress"]) == 2
     assert "use --loss bce" in capsys.readouterr().err
     assert not (out / "model").exists()
+
+
+def test_the_teacher_weights_are_chosen_on_the_judged_queries_trained_on_never_the_dev_queries() -> None:
+    from ce_rerank.workflows.finetune._run import _teacher_weights
+
+    data, scorer = _data(), FakeScorer(BASE)
+    choice = _teacher_weights(data, RUN, ["q", "zero"], ["zero"], scorer, 4, False)  # type: ignore[arg-type]
+    assert choice.queries == ["q"] and choice.chosen_on.startswith("chosen on the 1 judged queries trained on")
+    # on "q" the first stage alone puts its positives 3rd and 6th, the base alone 2nd and 3rd
+    assert choice.rrf_weights[1] > choice.rrf_weights[0]
+    fallback = _teacher_weights(data, RUN, ["zero"], ["zero"], scorer, 4, False)  # type: ignore[arg-type]
+    assert fallback.rrf_weights == (1.0, 1.0) and fallback.queries == []
+
+
+def test_title_queries_distill_each_title_against_its_own_document_on_top(
+    tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import Any
+
+    from ce_rerank import CrossEncoderScorer
+    from ce_rerank.workflows.finetune import _run
+
+    seen: dict[str, Any] = {}
+    real_train = _run.train_cross_encoder
+
+    def recording_train(model: str, pairs: ft.TrainingPairs, *args: Any, **kwargs: Any) -> Any:
+        seen["pairs"] = pairs
+        return real_train(model, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(_run, "train_cross_encoder", recording_train)
+    result = ft.finetune(
+        DEMO,
+        model=CrossEncoderScorer(tiny_model_dir, dtype="float32"),
+        output=tmp_path / "t",
+        title_queries=5,
+        candidates=20,
+        negative_depth=6,
+        loss="distill",
+        dev_fraction=0,
+        plot=False,
+    )
+    report, rows = result.report, seen["pairs"]
+    titles = [json.loads(line) for line in (tmp_path / "t" / "title_queries.jsonl").read_text().splitlines()]
+    docs = {json.loads(line)["_id"]: json.loads(line) for line in (DEMO / "corpus.jsonl").read_text().splitlines()}
+    stats = report["titles"]["pairs"]
+    assert stats["queries"] == stats["positives"] == 5 and stats["rows"] == 5 + stats["candidates"]
+    assert len(rows) == report["pairs"]["rows"] + stats["rows"]
+    for title in titles:
+        mine = [i for i, q in enumerate(rows.query_ids) if q == title["_id"]]
+        assert 2 <= len(mine) <= 7 and all(rows.queries[i] == title["text"] for i in mine)
+        top = max(mine, key=lambda i: rows.labels[i])
+        body = docs[title["document"]]["text"]
+        assert rows.grades[top] == 1 and rows.passages[top] in body  # its own document, title cut off, on top
+        assert sorted(rows.labels[i] for i in mine)[-1] == rows.labels[top]
+    assert not any(q.startswith("title-") for q in report["train_queries"])

@@ -112,7 +112,7 @@ def _teacher_weights(
         chosen,
         base,
         candidates=depth,
-        chosen_on=f"chosen on the {len(chosen)} judged queries trained on (not the dev queries)",
+        chosen_on=f"chosen on the {len(chosen)} judged queries trained on, not the dev queries",
         progress=progress,
     )
 
