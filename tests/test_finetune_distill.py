@@ -16,6 +16,7 @@ from conftest import FakeScorer
 import ce_rerank.finetune as ft
 from ce_rerank.evaluation import Dataset
 from ce_rerank.workflows.cli import main
+from ce_rerank.workflows.evaluation._first_stage import bm25_run
 from ce_rerank.workflows.finetune._distill import distill_lists
 from ce_rerank.workflows.finetune._objective import objective
 
@@ -99,7 +100,8 @@ def test_distill_training_moves_the_model_to_the_teacher_targets(minilm_model_di
         ("q1", "capital of france", ["The capital of France is Paris.", "Paris is in France."]),
         ("q2", "largest planet", ["Jupiter is the largest planet.", "Jupiter is a planet."]),
     ):
-        for text, target in zip([*answers, "Bananas are yellow.", "Cats sleep a lot."], (4.0, 2.0, -2.0, -4.0)):
+        texts = [*answers, "Bananas are yellow.", "Cats sleep a lot."]
+        for text, target in zip(texts, (4.0, 2.0, -2.0, -4.0), strict=True):
             rows.add(qid, query, text, target)
 
     def error(model_dir: str | Path) -> float:
@@ -164,14 +166,19 @@ def test_title_queries_distill_each_title_against_its_own_document_on_top(
     from ce_rerank import CrossEncoderScorer
     from ce_rerank.workflows.finetune import _run
 
-    seen: dict[str, Any] = {}
-    real_train = _run.train_cross_encoder
+    seen: dict[str, Any] = {"lists": []}
+    real_train, real_lists = _run.train_cross_encoder, _run.distill_lists
 
     def recording_train(model: str, pairs: ft.TrainingPairs, *args: Any, **kwargs: Any) -> Any:
         seen["pairs"] = pairs
         return real_train(model, pairs, *args, **kwargs)
 
+    def recording_lists(data: Dataset, run: Any, query_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["lists"].append((data, run, list(query_ids)))
+        return real_lists(data, run, query_ids, *args, **kwargs)
+
     monkeypatch.setattr(_run, "train_cross_encoder", recording_train)
+    monkeypatch.setattr(_run, "distill_lists", recording_lists)
     result = ft.finetune(
         DEMO,
         model=CrossEncoderScorer(tiny_model_dir, dtype="float32"),
@@ -197,3 +204,10 @@ def test_title_queries_distill_each_title_against_its_own_document_on_top(
         assert rows.grades[top] == 1 and rows.passages[top] in body  # its own document, title cut off, on top
         assert sorted(rows.labels[i] for i in mine)[-1] == rows.labels[top]
     assert not any(q.startswith("title-") for q in report["train_queries"])
+    # the teacher's first stage ranked the titles' candidates over the documents as the student sees them:
+    # every title cut off, so BM25 over the titled documents (what the judged queries use) ranks differently
+    (_, judged_run, _), (title_data, title_run, title_ids) = seen["lists"]
+    assert title_ids == [t["_id"] for t in titles] and set(title_data.queries) == set(title_ids)
+    assert all(docs[d]["title"] and docs[d]["title"] not in title_data.corpus[d] for d in docs)
+    assert title_run == bm25_run(title_data, top_k=100)
+    assert {q: judged_run[q] for q in title_ids} != {q: title_run[q] for q in title_ids}

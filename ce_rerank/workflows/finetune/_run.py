@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,7 +205,9 @@ def finetune(
             the judged grades as gains (one-output models); ``"distill"``: ``MSELoss`` to a teacher's target
             for each of a query's ``negative_depth`` candidates and its positives, the teacher being the first
             stage fused (RRF, weights chosen on the judged queries trained on) with the base reranker, positives on
-            top (see ``_distill``; ``negatives`` and ``negative_filter`` do not apply; one-output models).
+            top (see ``_distill``; ``negatives`` and ``negative_filter`` do not apply; one-output models). For
+            title queries the first stage retrieves over the documents with their titles cut off, as the
+            model sees them.
             ``report.json``'s ``teacher`` gives the weights.
         ollama_host: Ollama address (default ``OLLAMA_HOST`` or ``127.0.0.1:11434``).
         progress: progress bars on stderr.
@@ -310,9 +312,19 @@ def finetune(
         )
     title_pairs = None
     if titles is not None and teacher is not None:
+        # The teacher ranks what the student sees: the first stage retrieves for the titles again, over the
+        # documents with their titles cut off (over the titled ones, a title finds its document's and its
+        # neighbours' titles, which the student is never shown).
+        bodies = titles.untitled(data)
+        bodies = replace(
+            bodies,
+            queries={q: bodies.queries[q] for q in titles.queries},
+            qrels={q: bodies.qrels[q] for q in titles.queries},
+        )
+        _, title_run = first_stage_run(bodies, first_stage, top_k=depth)
         title_pairs = distill_lists(
-            titles.untitled(data),
-            run,
+            bodies,
+            title_run,
             list(titles.queries),
             base,
             rrf_weights=teacher.rrf_weights,
