@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FakeScorer
+from conftest import FakeScorer, spy
 
 import ce_rerank.finetune as ft
 from ce_rerank.evaluation import Dataset
@@ -161,24 +161,12 @@ def test_the_teacher_weights_are_chosen_on_the_judged_queries_trained_on_never_t
 def test_title_queries_distill_each_title_against_its_own_document_on_top(
     tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typing import Any
 
     from ce_rerank import CrossEncoderScorer
     from ce_rerank.workflows.finetune import _run
 
-    seen: dict[str, Any] = {"lists": []}
-    real_train, real_lists = _run.train_cross_encoder, _run.distill_lists
-
-    def recording_train(model: str, pairs: ft.TrainingPairs, *args: Any, **kwargs: Any) -> Any:
-        seen["pairs"] = pairs
-        return real_train(model, pairs, *args, **kwargs)
-
-    def recording_lists(data: Dataset, run: Any, query_ids: Any, *args: Any, **kwargs: Any) -> Any:
-        seen["lists"].append((data, run, list(query_ids)))
-        return real_lists(data, run, query_ids, *args, **kwargs)
-
-    monkeypatch.setattr(_run, "train_cross_encoder", recording_train)
-    monkeypatch.setattr(_run, "distill_lists", recording_lists)
+    trained = spy(monkeypatch, _run, "train_cross_encoder")
+    listed = spy(monkeypatch, _run, "distill_lists")
     result = ft.finetune(
         DEMO,
         model=CrossEncoderScorer(tiny_model_dir, dtype="float32"),
@@ -190,7 +178,7 @@ def test_title_queries_distill_each_title_against_its_own_document_on_top(
         dev_fraction=0,
         plot=False,
     )
-    report, rows = result.report, seen["pairs"]
+    report, rows = result.report, trained[0][1]
     titles = [json.loads(line) for line in (tmp_path / "t" / "title_queries.jsonl").read_text().splitlines()]
     docs = {json.loads(line)["_id"]: json.loads(line) for line in (DEMO / "corpus.jsonl").read_text().splitlines()}
     stats = report["titles"]["pairs"]
@@ -206,7 +194,7 @@ def test_title_queries_distill_each_title_against_its_own_document_on_top(
     assert not any(q.startswith("title-") for q in report["train_queries"])
     # the teacher's first stage ranked the titles' candidates over the documents as the student sees them:
     # every title cut off, so BM25 over the titled documents (what the judged queries use) ranks differently
-    (_, judged_run, _), (title_data, title_run, title_ids) = seen["lists"]
+    (_, judged_run, _, _), (title_data, title_run, title_ids, _) = listed
     assert title_ids == [t["_id"] for t in titles] and set(title_data.queries) == set(title_ids)
     assert all(docs[d]["title"] and docs[d]["title"] not in title_data.corpus[d] for d in docs)
     assert title_run == bm25_run(title_data, top_k=100)

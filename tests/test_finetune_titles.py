@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import spy
 
 import ce_rerank.finetune as ft
 from ce_rerank import CrossEncoderScorer
@@ -107,14 +108,7 @@ def test_title_queries_refuse_a_corpus_without_usable_titles_and_a_clashing_quer
 def test_title_queries_train_against_untitled_documents_and_stay_out_of_evaluation(
     tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: dict[str, Any] = {}
-    real_train = _run.train_cross_encoder
-
-    def recording_train(model: str, pairs: ft.TrainingPairs, *args: Any, **kwargs: Any) -> Any:
-        seen["pairs"] = pairs
-        return real_train(model, pairs, *args, **kwargs)
-
-    monkeypatch.setattr(_run, "train_cross_encoder", recording_train)
+    trained = spy(monkeypatch, _run, "train_cross_encoder")
     result = ft.finetune(
         DEMO,
         model=CrossEncoderScorer(tiny_model_dir, dtype="float32"),
@@ -126,7 +120,7 @@ def test_title_queries_train_against_untitled_documents_and_stay_out_of_evaluati
         fusion="rrf",
         plot=False,
     )
-    report, pairs = result.report, seen["pairs"]
+    report, pairs = result.report, trained[0][1]
     lines = (tmp_path / "t" / "title_queries.jsonl").read_text().splitlines()
     titles = {json.loads(line)["_id"]: json.loads(line) for line in lines}
     assert len(titles) == report["titles"]["used"] == 6 and "title_queries.jsonl" in report["files"]
