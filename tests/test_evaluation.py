@@ -495,3 +495,16 @@ def test_save_into_a_file_raises_our_error_not_file_exists_error(dataset_dir: Pa
     target.write_text("x")
     with pytest.raises(DatasetError, match="is a file: give a folder"):
         result.save(target)
+
+
+def test_tracked_yields_every_item_and_counts_them_on_a_bar_only_when_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    from ce_rerank.workflows.evaluation._pipeline import tracked
+
+    assert list(tracked(["a", "b", "c"], "quiet", False)) == ["a", "b", "c"]
+    assert "quiet" not in capsys.readouterr().err
+    done = []
+    for item in tracked(["a", "b", "c"], "counting", True):
+        done.append(item)
+    assert done == ["a", "b", "c"]
+    err = capsys.readouterr().err
+    assert "counting" in err and "3/3" in err

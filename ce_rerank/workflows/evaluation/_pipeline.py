@@ -6,9 +6,10 @@ import csv
 import json
 import math
 import os
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..._ranking import RankedCandidate
 from ..._reranker import Reranker
@@ -17,6 +18,8 @@ from ._data import MIN_DEPTH, Dataset, DatasetError, Run, _cut, _require, ranked
 from ._first_stage import first_stage_run
 from ._metrics import METRICS, evaluate_run
 from ._plot import per_query_scatter
+
+T = TypeVar("T")
 
 
 def _progress() -> Any:
@@ -33,6 +36,19 @@ def _progress() -> Any:
         console=Console(stderr=True),
         transient=False,
     )
+
+
+def tracked(items: Collection[T], label: str, show: bool) -> Iterator[T]:
+    """``items`` one by one, with a progress bar on stderr (advanced as each item's work ends) when ``show``."""
+    if not show:
+        yield from items
+        return
+    bar = _progress()
+    task = bar.add_task(label, total=len(items))
+    with bar:
+        for item in items:
+            yield item
+            bar.advance(task)
 
 
 def _candidates(candidates: int | None, top_n: int | None) -> int:
@@ -89,40 +105,30 @@ def rerank_run(
             "check that the run belongs to this dataset"
         )
     out: Run = {}
-    bar = _progress() if progress else None
-    task = bar.add_task(f"reranking {dataset.name}", total=len(run)) if bar is not None else None
-    if bar is not None:
-        bar.start()
-    try:
-        for qid, scores in run.items():
-            order = ranked_ids(scores)
-            head, tail = order[:n], order[n:]
-            ranked: list[RankedCandidate] = (
-                reranker.rerank(dataset.queries[qid], [dataset.corpus[d] for d in head], ids=head) if head else []
-            )
-            kept = [c.index for c in ranked]
-            kept_set = set(kept)
-            rest = [i for i in range(len(head)) if i not in kept_set]
-            new: dict[str, float] = {}
-            # The score the reranker sorted by: the fused score with fusion on, else the raw logit.
-            keys = [c.fusion_score if c.fusion_score is not None else c.ce_raw_score for c in ranked]
-            if all(k is not None and math.isfinite(k) for k in keys):
-                for c, k in zip(ranked, keys, strict=True):
-                    new[head[c.index]] = float(k)  # type: ignore[arg-type]
-                floor = min(new.values(), default=0.0)
-            else:  # passthrough after a scoring error: no scores, keep the given order
-                floor = 0.0
-                for pos, i in enumerate(kept):
-                    new[head[i]] = float(len(kept) - pos)
-            below = [head[i] for i in rest] + tail
-            for pos, did in enumerate(below, start=1):
-                new[did] = floor - pos
-            out[qid] = new
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+    for qid, scores in tracked(run.items(), f"reranking {dataset.name}", progress):
+        order = ranked_ids(scores)
+        head, tail = order[:n], order[n:]
+        ranked: list[RankedCandidate] = (
+            reranker.rerank(dataset.queries[qid], [dataset.corpus[d] for d in head], ids=head) if head else []
+        )
+        kept = [c.index for c in ranked]
+        kept_set = set(kept)
+        rest = [i for i in range(len(head)) if i not in kept_set]
+        new: dict[str, float] = {}
+        # The score the reranker sorted by: the fused score with fusion on, else the raw logit.
+        keys = [c.fusion_score if c.fusion_score is not None else c.ce_raw_score for c in ranked]
+        if all(k is not None and math.isfinite(k) for k in keys):
+            for c, k in zip(ranked, keys, strict=True):
+                new[head[c.index]] = float(k)  # type: ignore[arg-type]
+            floor = min(new.values(), default=0.0)
+        else:  # passthrough after a scoring error: no scores, keep the given order
+            floor = 0.0
+            for pos, i in enumerate(kept):
+                new[head[i]] = float(len(kept) - pos)
+        below = [head[i] for i in rest] + tail
+        for pos, did in enumerate(below, start=1):
+            new[did] = floor - pos
+        out[qid] = new
     return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from ..._ranking import rank
 from ..._scores import Scorer
 from ..evaluation._data import Dataset, Run, ranked_ids
-from ..evaluation._pipeline import _progress
+from ..evaluation._pipeline import tracked
 from ._pairs import TrainingPairs, _scored_query, _unit
 
 
@@ -54,41 +54,31 @@ def distill_lists(
     counts = dict.fromkeys(
         ("queries", "positives", "positives_not_retrieved", "candidates", "moved", "windowed_texts"), 0
     )
-    bar = _progress() if progress else None
-    task = bar.add_task("teacher's targets", total=len(query_ids)) if bar is not None else None
-    if bar is not None:
-        bar.start()
-    try:
-        for qid in query_ids:
-            if bar is not None:
-                bar.advance(task)
-            judged = dataset.qrels.get(qid, {})
-            positives = {d: g for d, g in judged.items() if g >= 1 and d in dataset.corpus}
-            if not positives:
-                continue
-            query = _scored_query(scorer, dataset.queries[qid])
-            top = [d for d in ranked_ids(run.get(qid, {}))[:depth] if d in dataset.corpus]
-            missed = sorted(d for d in positives if d not in top)
-            ids = top + missed
-            scores = scorer.score(query, [dataset.corpus[d] for d in ids])
-            spans = scores.spans or [None] * len(ids)
-            fused = [ids[c.index] for c in rank(scores, fusion="rrf", rrf_weights=rrf_weights)]
-            place = {d: i for i, d in enumerate(fused)}
-            teacher = sorted(positives, key=lambda d: (-positives[d], place[d]))
-            teacher += [d for d in fused if d not in positives]
-            own = sorted(range(len(ids)), key=lambda i: -scores.raw[i])  # the base's own order
-            targets = sorted(scores.raw, reverse=True)
-            span = dict(zip(ids, spans, strict=True))
-            for d, target in zip(teacher, targets, strict=True):
-                rows.add(qid, query, _unit(dataset.corpus[d], span[d]), float(target), grade=positives.get(d, 0))
-            counts["moved"] += sum(ids[i] != d for i, d in zip(own, teacher, strict=True))
-            counts["queries"] += 1
-            counts["positives"] += len(positives)
-            counts["positives_not_retrieved"] += len(missed)
-            counts["candidates"] += len(ids) - len(positives)
-            counts["windowed_texts"] += scores.windowed
-    finally:
-        if bar is not None:
-            bar.stop()
+    for qid in tracked(query_ids, "teacher's targets", progress):
+        judged = dataset.qrels.get(qid, {})
+        positives = {d: g for d, g in judged.items() if g >= 1 and d in dataset.corpus}
+        if not positives:
+            continue
+        query = _scored_query(scorer, dataset.queries[qid])
+        top = [d for d in ranked_ids(run.get(qid, {}))[:depth] if d in dataset.corpus]
+        missed = sorted(d for d in positives if d not in top)
+        ids = top + missed
+        scores = scorer.score(query, [dataset.corpus[d] for d in ids])
+        spans = scores.spans or [None] * len(ids)
+        fused = [ids[c.index] for c in rank(scores, fusion="rrf", rrf_weights=rrf_weights)]
+        place = {d: i for i, d in enumerate(fused)}
+        teacher = sorted(positives, key=lambda d: (-positives[d], place[d]))
+        teacher += [d for d in fused if d not in positives]
+        own = sorted(range(len(ids)), key=lambda i: -scores.raw[i])  # the base's own order
+        targets = sorted(scores.raw, reverse=True)
+        span = dict(zip(ids, spans, strict=True))
+        for d, target in zip(teacher, targets, strict=True):
+            rows.add(qid, query, _unit(dataset.corpus[d], span[d]), float(target), grade=positives.get(d, 0))
+        counts["moved"] += sum(ids[i] != d for i, d in zip(own, teacher, strict=True))
+        counts["queries"] += 1
+        counts["positives"] += len(positives)
+        counts["positives_not_retrieved"] += len(missed)
+        counts["candidates"] += len(ids) - len(positives)
+        counts["windowed_texts"] += scores.windowed
     rows.stats = {**counts, "rows": len(rows), "depth": depth, "rrf_weights": list(rrf_weights)}
     return rows

@@ -22,7 +22,7 @@ from ..._http import server_message
 from ..._scores import Scorer
 from ...exceptions import CeRerankError
 from ..evaluation._data import Dataset, Run, ranked_ids
-from ..evaluation._pipeline import _progress
+from ..evaluation._pipeline import tracked
 
 #: A generated question is kept when the base reranker ranks its source passage this high or better.
 CONSISTENCY_TOP = 3
@@ -213,30 +213,20 @@ def generate_queries(
     prefix = GENERATED_PREFIX
     while any(q.startswith(prefix) for q in dataset.queries):  # never collide with the user's query ids
         prefix = f"{prefix}{GENERATED_PREFIX}"
-    bar = _progress() if progress else None
-    task = bar.add_task(f"asking {generator.model} for questions", total=len(chosen)) if bar is not None else None
-    if bar is not None:
-        bar.start()
-    try:
-        for did in chosen:
-            text = dataset.corpus[did]
-            start, end = rng.choice(scorer.window_spans(_PLANNING_QUERY, [text])[0])
-            passage = text[start:end]
-            question = generator.question(passage)
-            if bar is not None:
-                bar.advance(task)
-            if not question:
-                empty += 1
-                continue
-            if question.lower() in seen:
-                repeated += 1
-                continue
-            seen.add(question.lower())
-            qid = f"{prefix}{len(queries) + 1}"
-            queries[qid], sources[qid], passages[qid] = question, did, passage
-    finally:
-        if bar is not None:
-            bar.stop()
+    for did in tracked(chosen, f"asking {generator.model} for questions", progress):
+        text = dataset.corpus[did]
+        start, end = rng.choice(scorer.window_spans(_PLANNING_QUERY, [text])[0])
+        passage = text[start:end]
+        question = generator.question(passage)
+        if not question:
+            empty += 1
+            continue
+        if question.lower() in seen:
+            repeated += 1
+            continue
+        seen.add(question.lower())
+        qid = f"{prefix}{len(queries) + 1}"
+        queries[qid], sources[qid], passages[qid] = question, did, passage
     stats = {
         "model": f"ollama:{generator.model}",
         "passages_sampled": len(chosen),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..._scores import Scorer
 from ..evaluation._data import Dataset, Run, ranked_ids
-from ..evaluation._pipeline import _progress
+from ..evaluation._pipeline import tracked
 
 NegativeFilter = Literal["base", "none"]
 
@@ -125,54 +125,44 @@ def mine_pairs(
         "removed_as_false_negatives": 0,
         "windowed_texts": 0,
     }
-    bar = _progress() if progress else None
-    task = bar.add_task("mining training pairs", total=len(query_ids)) if bar is not None else None
-    if bar is not None:
-        bar.start()
-    try:
-        for qid in query_ids:
-            query = _scored_query(scorer, dataset.queries[qid])
-            judged = dataset.qrels.get(qid, {})
-            relevant = {d for d, g in judged.items() if g >= 1}
-            positives = sorted(d for d in relevant if d in dataset.corpus)
-            stats["positives_not_in_corpus"] += len(relevant) - len(positives)
-            top = ranked_ids(run.get(qid, {}))[:depth]
-            pool = [d for d in top if d not in relevant and d in dataset.corpus]
-            stats["judged_positives_kept_out_of_pool"] += sum(d in relevant for d in top)
-            if bar is not None:
-                bar.advance(task)
-            if not positives:
-                continue
-            stats["pool_before_filter"] += len(pool)
-            k = negatives * len(positives)
-            # Without the filter only the drawn negatives are scored (for their windows), not the whole pool.
-            ids = positives + (pool if negative_filter == "base" else rng.sample(pool, min(len(pool), k)))
-            scores = scorer.score(query, [dataset.corpus[d] for d in ids])
-            spans = scores.spans or [None] * len(ids)
-            stats["windowed_texts"] += scores.windowed
-            raw = dict(zip(ids, scores.raw, strict=True))
-            span = dict(zip(ids, spans, strict=True))
-            if negative_filter == "base":
-                ceiling = max(raw[d] for d in positives)
-                kept = [d for d in pool if raw[d] <= ceiling]
-                stats["removed_as_false_negatives"] += len(pool) - len(kept)
-                pool = kept
-                chosen = rng.sample(pool, min(len(pool), k))
-            else:
-                chosen = ids[len(positives) :]
-            stats["pool"] += len(pool)
-            if not chosen:
-                stats["queries_without_negatives"] += 1
-            stats["queries"] += 1
-            for d in positives:
-                pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 1.0, grade=judged[d])
-            for d in chosen:
-                pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 0.0)
-            stats["positives"] += len(positives)
-            stats["negatives"] += len(chosen)
-    finally:
-        if bar is not None:
-            bar.stop()
+    for qid in tracked(query_ids, "mining training pairs", progress):
+        query = _scored_query(scorer, dataset.queries[qid])
+        judged = dataset.qrels.get(qid, {})
+        relevant = {d for d, g in judged.items() if g >= 1}
+        positives = sorted(d for d in relevant if d in dataset.corpus)
+        stats["positives_not_in_corpus"] += len(relevant) - len(positives)
+        top = ranked_ids(run.get(qid, {}))[:depth]
+        pool = [d for d in top if d not in relevant and d in dataset.corpus]
+        stats["judged_positives_kept_out_of_pool"] += sum(d in relevant for d in top)
+        if not positives:
+            continue
+        stats["pool_before_filter"] += len(pool)
+        k = negatives * len(positives)
+        # Without the filter only the drawn negatives are scored (for their windows), not the whole pool.
+        ids = positives + (pool if negative_filter == "base" else rng.sample(pool, min(len(pool), k)))
+        scores = scorer.score(query, [dataset.corpus[d] for d in ids])
+        spans = scores.spans or [None] * len(ids)
+        stats["windowed_texts"] += scores.windowed
+        raw = dict(zip(ids, scores.raw, strict=True))
+        span = dict(zip(ids, spans, strict=True))
+        if negative_filter == "base":
+            ceiling = max(raw[d] for d in positives)
+            kept = [d for d in pool if raw[d] <= ceiling]
+            stats["removed_as_false_negatives"] += len(pool) - len(kept)
+            pool = kept
+            chosen = rng.sample(pool, min(len(pool), k))
+        else:
+            chosen = ids[len(positives) :]
+        stats["pool"] += len(pool)
+        if not chosen:
+            stats["queries_without_negatives"] += 1
+        stats["queries"] += 1
+        for d in positives:
+            pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 1.0, grade=judged[d])
+        for d in chosen:
+            pairs.add(qid, query, _unit(dataset.corpus[d], span[d]), 0.0)
+        stats["positives"] += len(positives)
+        stats["negatives"] += len(chosen)
     stats["pairs"] = len(pairs)
     pairs.stats = {**stats, "negative_filter": negative_filter}
     return pairs
