@@ -11,7 +11,8 @@ From a BEIR-layout dataset and the user's own first stage (BM25, a dense model o
    and, where the documents have titles (or short first sentences), those as label-free queries
    (``finetune(title_queries=N)``);
 4. training with sentence-transformers' ``CrossEncoderTrainer`` (:func:`train_cross_encoder`; binary
-   cross-entropy on each pair, or ``loss="lambda"``: the listwise ``LambdaLoss`` over each query's documents), keeping
+   cross-entropy on each pair, ``loss="lambda"``: the listwise ``LambdaLoss`` over each query's documents, or
+   ``loss="distill"``: ``MSELoss`` toward the first stage fused with the base, for every candidate), keeping
    the step that does best on dev queries taken from the training side, the base included
    (:class:`BestStep`, :func:`build_dev_set`);
 5. the gate (:func:`run_gate`): first stage, base and tuned on the held-out queries, a paired
