@@ -103,7 +103,8 @@ def _teacher_weights(
 ) -> FusionChoice:
     """The distillation teacher's RRF weights: chosen on the judged training queries that are trained on (not the
     dev queries, which must judge the distilled model without having shaped its teacher)."""
-    chosen = [q for q in judged if q not in set(dev_ids)]
+    held = set(dev_ids)
+    chosen = [q for q in judged if q not in held]
     if not chosen:
         return equal_weights("the adapters' default: no judged training queries to choose on")
     return choose_rrf_weights(
@@ -311,40 +312,40 @@ def finetune(
             progress=progress,
         )
     title_pairs = None
-    if titles is not None and teacher is not None:
-        # The teacher ranks what the student sees: the first stage retrieves for the titles again, over the
-        # documents with their titles cut off (over the titled ones, a title finds its document's and its
-        # neighbours' titles, which the student is never shown).
-        bodies = titles.untitled(data)
-        bodies = replace(
-            bodies,
-            queries={q: bodies.queries[q] for q in titles.queries},
-            qrels={q: bodies.qrels[q] for q in titles.queries},
-        )
-        _, title_run = first_stage_run(bodies, first_stage, top_k=depth)
-        title_pairs = distill_lists(
-            bodies,
-            title_run,
-            list(titles.queries),
-            base,
-            rrf_weights=teacher.rrf_weights,
-            depth=negative_depth,
-            progress=progress,
-        )
-        titles.stats["pairs"] = title_pairs.stats
-    elif titles is not None:
-        # Unfiltered: a title has one judged-by-construction positive, and round 15b measured them this way.
-        title_pairs = mine_pairs(
-            titles.untitled(data),
-            run,
-            list(titles.queries),
-            base,
-            negatives=negatives,
-            depth=negative_depth,
-            negative_filter="none",
-            seed=seed,
-            progress=progress,
-        )
+    if titles is not None:
+        if teacher is not None:
+            # The teacher ranks what the student sees: the first stage retrieves for the titles again, over the
+            # documents with their titles cut off (over the titled ones, a title finds its document's and its
+            # neighbours' titles, which the student is never shown).
+            bodies = titles.untitled(data)
+            bodies = replace(
+                bodies,
+                queries={q: bodies.queries[q] for q in titles.queries},
+                qrels={q: bodies.qrels[q] for q in titles.queries},
+            )
+            _, title_run = first_stage_run(bodies, first_stage, top_k=depth)
+            title_pairs = distill_lists(
+                bodies,
+                title_run,
+                list(titles.queries),
+                base,
+                rrf_weights=teacher.rrf_weights,
+                depth=negative_depth,
+                progress=progress,
+            )
+        else:
+            # Unfiltered: a title has one judged-by-construction positive, and round 15b measured them this way.
+            title_pairs = mine_pairs(
+                titles.untitled(data),
+                run,
+                list(titles.queries),
+                base,
+                negatives=negatives,
+                depth=negative_depth,
+                negative_filter="none",
+                seed=seed,
+                progress=progress,
+            )
         titles.stats["pairs"] = title_pairs.stats
     model_dir = out / "model"
     trained_on = pairs
