@@ -10,27 +10,27 @@ is one line of configuration:
 - ``api="tei"`` (Hugging Face text-embeddings-inference ``/rerank``):
   ``{query, texts, raw_scores: true}`` -> ``[{index, score}]``.
 
-httpx and tenacity are optional dependencies (the ``remote`` extra), imported lazily.
+Request bodies and answers are built and read in ``_wire``; this module is the transport: clients,
+retries, batching. httpx and tenacity are optional dependencies (the ``remote`` extra), imported lazily.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import ssl
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from ._http import parse_retry_after, redact_url, server_message, utf8_safe
+from ._http import parse_retry_after, redact_url, server_message
 from ._local import check_inputs
-from ._scores import Scores, sigmoid
+from ._scores import Scores
+from ._wire import Api, WireError, parse_answer, request_body
 from .exceptions import ScorerError
 
 if TYPE_CHECKING:
@@ -41,11 +41,6 @@ __all__ = ["RemoteScorer"]
 
 logger = logging.getLogger("ce_rerank")
 
-Api = Literal["rerank", "tei"]
-
-# relevance_score is a probability; its logit is unbounded at 0 and 1. Probabilities are
-# clamped to [_EPS, 1 - _EPS] first, so ce_raw_score lies within about +-27.6.
-_EPS = 1e-12
 _NOT_RETRIED_5XX = {501, 505}  # "not implemented", "version not supported": retrying cannot help
 
 
@@ -63,12 +58,6 @@ def _import_tenacity() -> Any:
     except ImportError as exc:
         raise ImportError('RemoteScorer needs httpx and tenacity: pip install "ce-rerank[remote]"') from exc
     return tenacity
-
-
-def logit(p: float) -> float:
-    """Inverse sigmoid, with ``p`` clamped to ``[1e-12, 1 - 1e-12]``."""
-    p = min(max(p, _EPS), 1.0 - _EPS)
-    return math.log(p) - math.log1p(-p)
 
 
 class _Retryable(Exception):
@@ -282,23 +271,6 @@ class RemoteScorer:
 
     # -- one request -------------------------------------------------------------------
 
-    def _body(self, query: str, texts: list[str]) -> bytes:
-        if self.api == "tei":
-            body: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": True}
-        else:
-            body = {"query": query, "documents": texts, "top_n": len(texts)}
-            if self.model is not None:
-                body = {"model": self.model, **body}
-        try:
-            return json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates cannot travel as UTF-8
-            if self.api == "tei":
-                body["texts"] = [utf8_safe(t) for t in texts]
-            else:
-                body["documents"] = [utf8_safe(t) for t in texts]
-            body["query"] = utf8_safe(query)
-            return json.dumps(body, ensure_ascii=False).encode("utf-8")
-
     def _fail(self, what: str) -> ScorerError:
         text = f"remote scorer {self.name!r} at {self.url}: {what}"
         if self._api_key is not None:
@@ -351,42 +323,10 @@ class RemoteScorer:
             data = response.json()
         except (ValueError, UnicodeDecodeError) as exc:
             raise self._fail(f"the answer is not valid JSON ({exc})") from exc
-        return self._parse(data, n)
-
-    def _parse(self, data: Any, n: int) -> tuple[list[float], list[float]]:
-        if self.api == "tei":
-            items, key = data, "score"
-            if not isinstance(items, list):
-                raise self._fail(f"expected a JSON list of {{index, score}} (TEI), got {type(items).__name__}")
-        else:
-            items, key = data.get("results") if isinstance(data, dict) else None, "relevance_score"
-            if not isinstance(items, list):
-                raise self._fail("expected a JSON object with a 'results' list of {index, relevance_score}")
-        if len(items) != n:
-            raise self._fail(f"sent {n} documents but got {len(items)} results")
-        values: list[float | None] = [None] * n
-        for item in items:
-            index = item.get("index") if isinstance(item, dict) else None
-            value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(index, bool) or not isinstance(index, int):
-                raise self._fail(f"a result has no integer 'index': {str(item)[:100]}")
-            if not 0 <= index < n:
-                raise self._fail(f"result index {index} is out of range for {n} documents")
-            if values[index] is not None:
-                raise self._fail(f"result index {index} appears twice")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise self._fail(f"result {index} has no finite number in {key!r}: {value!r}")
-            values[index] = float(value)
-        scores = [v for v in values if v is not None]  # all set: n distinct in-range indices
-        if self.api == "tei":
-            return [sigmoid(s) for s in scores], scores
-        out_of_range = [s for s in scores if not 0.0 <= s <= 1.0]
-        if out_of_range:
-            raise self._fail(
-                f"relevance_score {out_of_range[0]!r} is outside [0, 1]: this server returns raw logits, "
-                "not probabilities; configure it to apply the sigmoid, or use api='tei' for a TEI server"
-            )
-        return scores, [logit(s) for s in scores]
+        try:
+            return parse_answer(self.api, data, n)
+        except WireError as exc:
+            raise self._fail(str(exc)) from None
 
     # -- retries -----------------------------------------------------------------------
 
@@ -429,7 +369,7 @@ class RemoteScorer:
         httpx = _import_httpx()
         tn = _import_tenacity()
         client = self._sync_client()
-        content = self._body(query, texts)
+        content = request_body(self.api, self.model, query, texts)
         headers = {"Content-Type": "application/json"}
         try:
             for attempt in tn.Retrying(**self._retry_kwargs()):
@@ -448,7 +388,7 @@ class RemoteScorer:
         httpx = _import_httpx()
         tn = _import_tenacity()
         client, slots = self._async_client()
-        content = self._body(query, texts)
+        content = request_body(self.api, self.model, query, texts)
         headers = {"Content-Type": "application/json"}
         try:
             async for attempt in tn.AsyncRetrying(**self._retry_kwargs()):

@@ -20,7 +20,8 @@ from fake_rerank_server import FakeRerankServer, Fault, fake_logit, fake_relevan
 
 from ce_rerank import Reranker, Scorer, ScorerError
 from ce_rerank._http import redact_url
-from ce_rerank._remote import RemoteScorer, logit
+from ce_rerank._remote import RemoteScorer
+from ce_rerank._wire import logit
 
 pytest.importorskip("httpx")
 pytest.importorskip("tenacity")
