@@ -3,7 +3,8 @@
 Each call tokenises every distinct text once, splits texts longer than the model window into
 overlapping windows (or truncates them, with a warning), orders all (query, window) pairs by token
 length and scores them in token-budget batches; the engines differ only in how a batch is run.
-Loaded models are shared process-wide (``_loading``); the ``auto`` rules live in ``_resolve``.
+The pairs are planned in ``_windows``; loaded models are shared process-wide (``_loading``); the
+``auto`` rules live in ``_resolve``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._batching import plan_batches
@@ -27,9 +27,10 @@ from ._loading import (
     clear_model_cache,
     loaded_models,
 )
-from ._prompts import PairFrame, fit_query, measure, pair_frame
+from ._prompts import PairFrame, fit_query, pair_frame
 from ._resolve import native_bfloat16, resolve_backend, resolve_device, resolve_dtype, resolve_quantize
 from ._scores import Scores
+from ._windows import Pair, plan_pairs
 from .exceptions import QueryTruncationWarning, TruncationWarning, WindowCapWarning
 
 if TYPE_CHECKING:
@@ -46,13 +47,6 @@ LongText = Literal["window", "truncate"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Quantize = Literal["auto", "none", "int8"]
 Backend = Literal["auto", "torch", "onnx", "openvino"]
-
-
-@dataclass
-class _Pair:
-    doc: int
-    span: tuple[int, int] | None  # character span of a window; None: the whole text
-    length: int  # tokens, special tokens included
 
 
 class CrossEncoderScorer:
@@ -264,113 +258,43 @@ class CrossEncoderScorer:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _plan(self, lm: _LoadedModel, query: str, texts: list[str]) -> tuple[list[_Pair], int, int, int]:
-        """Tokenise each text once and turn it into (query, span) pairs with token lengths.
+    def _plan(self, lm: _LoadedModel, query: str, texts: list[str]) -> tuple[list[Pair], int, int, int]:
+        """The call's (query, span) pairs with token lengths (``_windows``), warning about cut or capped texts.
 
-        Lengths count what the model sees: special tokens, chat template and prompt included. The
-        query is cut to the query budget first (:meth:`_fit_query`); texts get the rest of the window.
+        The query is cut to the query budget first (:meth:`_fit_query`); texts get the rest of the window.
         """
-        tok = lm.tokenizer
-        assert tok is not None  # checked at load
-        frame = self._frame(lm)
+        assert lm.tokenizer is not None  # checked at load
         query = self._fit_query(lm, query)
-        q_len = frame.overhead(_framing(lm), query)  # every token of a pair but the text's own
-        specials = 0  # counted in q_len
-        budget = max(lm.max_length - q_len - frame.slack, 1)
-        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        window = min(self.window_tokens, budget)
-        stride = min(self.window_stride or max(window // 2, 1), window)
-        pairs: list[_Pair] = []
-        cut: set[int] = set()  # pairs the tokenizer truncates (long_text="truncate")
-        truncated = windowed = capped = 0
-        for doc, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
-            n = len(ids)
-            if n <= budget:
-                pairs.append(_Pair(doc, None, q_len + n + specials))
-                continue
-            if self.long_text == "truncate":
-                truncated += 1
-                cut.add(len(pairs))
-                pairs.append(_Pair(doc, None, lm.max_length))
-                continue
-            windowed += 1
-            starts = list(range(0, n - window + 1, stride))
-            if starts[-1] + window < n:
-                starts.append(n - window)
-            if len(starts) > self.max_windows:
-                capped += 1
-                last = n - window
-                k = self.max_windows
-                starts = sorted({round(j * last / (k - 1)) for j in range(k)}) if k > 1 else [0]
-            for s in starts:
-                span = (int(offsets[s][0]), int(offsets[s + window - 1][1]))
-                pairs.append(_Pair(doc, span, q_len + window + specials))
-        if frame.templated:
-            self._measure(lm, frame, query, texts, pairs, cut, enc["offset_mapping"])
-        if truncated:
+        plan = plan_pairs(
+            lm.tokenizer,
+            _framing(lm),
+            self._frame(lm),
+            query,
+            texts,
+            max_length=lm.max_length,
+            long_text=self.long_text,
+            window_tokens=self.window_tokens,
+            window_stride=self.window_stride,
+            max_windows=self.max_windows,
+        )
+        if plan.truncated:
             warnings.warn(
-                f"{truncated} of {len(texts)} documents were longer than the model's {lm.max_length}-token "
+                f"{plan.truncated} of {len(texts)} documents were longer than the model's {lm.max_length}-token "
                 "window and were truncated (long_text='truncate'); use long_text='window' to score them whole",
                 TruncationWarning,
                 stacklevel=4,
             )
-        if capped:
+        if plan.capped:
             warnings.warn(
-                f"{capped} of {len(texts)} documents needed more than max_windows={self.max_windows} windows; "
+                f"{plan.capped} of {len(texts)} documents needed more than max_windows={self.max_windows} windows; "
                 "their windows were spread evenly over the text, leaving gaps. Raise max_windows to cover them "
                 "fully, or split such documents before reranking",
                 WindowCapWarning,
                 stacklevel=4,
             )
-        return pairs, truncated, windowed, len(pairs)
+        return plan.pairs, plan.truncated, plan.windowed, len(plan.pairs)
 
-    def _measure(
-        self,
-        lm: _LoadedModel,
-        frame: PairFrame,
-        query: str,
-        texts: list[str],
-        pairs: list[_Pair],
-        cut: set[int],
-        offsets: list[list[tuple[int, int]]],
-    ) -> None:
-        """Measure the pairs near the window as rendered; shorten any span that overflows.
-
-        A chat template's words join a text's edge words, which can then tokenise differently than
-        the text did alone (a few tokens either way). Pairs whose count (template, prompt and query
-        exact, text counted alone) is within twice the slack of the window are rendered and counted
-        exactly, and shortened if they overflow; the rest keep their count, off by those few edge
-        tokens at most, which batching can afford, without tokenising every pair twice.
-        """
-        near = lm.max_length - 2 * frame.slack
-        todo = [i for i in range(len(pairs)) if i not in cut and pairs[i].length > near]
-        for _ in range(8):
-            chunks = []
-            for i in todo:
-                p = pairs[i]
-                chunks.append(texts[p.doc] if p.span is None else texts[p.doc][p.span[0] : p.span[1]])
-            if not chunks:
-                return
-            lengths = measure(_framing(lm), frame.prompt, [(query, c) for c in chunks])
-            over = []
-            for i, n in zip(todo, lengths, strict=True):
-                pairs[i].length = n
-                if n > lm.max_length:
-                    over.append(i)
-            if not over:
-                return
-            for i in over:  # drop the excess tokens from the end of the span (whole texts become one span)
-                p = pairs[i]
-                start, end = p.span or (0, len(texts[p.doc]))
-                ends = [int(b) for a, b in offsets[p.doc] if a >= start and b <= end]
-                keep = max(len(ends) - (p.length - lm.max_length), 1)
-                p.span = (start, ends[keep - 1])
-            todo = over
-        raise RuntimeError(  # pragma: no cover - the span shrinks every round
-            "could not fit a text into the model window; please report this with the model id"
-        )
-
-    def _batches(self, pairs: list[_Pair]) -> Iterator[list[int]]:
+    def _batches(self, pairs: list[Pair]) -> Iterator[list[int]]:
         """Pair indices, longest first, in batches bounded by pairs and by padded tokens (see ``_batching``)."""
         return plan_batches(
             [p.length for p in pairs], batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
