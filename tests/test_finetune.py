@@ -6,6 +6,7 @@ shipped with the package, and the loopback Ollama stand-in (tests/ollama_server.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import inspect
 import json
@@ -24,6 +25,7 @@ from ce_rerank import CrossEncoderScorer, QueryTruncationWarning
 from ce_rerank.evaluation import Dataset, DatasetError, evaluate_run, load_beir, read_trec_run
 from ce_rerank.workflows.cli import main
 from ce_rerank.workflows.evaluation._significance import paired_comparison
+from ce_rerank.workflows.finetune._titles import usable_titles
 
 DEMO = Path(__file__).resolve().parents[1] / "ce_rerank" / "data" / "demo"
 
@@ -720,7 +722,11 @@ def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
     status = main(argv)
     report = json.loads((out / "report.json").read_text())
     # a learning rate of 1e-12 leaves the weights where they were: not better, so exit 3
-    assert status == 3 and report["passed"] is False and "NOT better" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert status == 3 and report["passed"] is False and "NOT better" in printed
+    # what to try next: the demo's titles (fusion was on already)
+    hints = [line for line in printed.splitlines() if line.startswith("to try next: ")]
+    assert len(hints) == 1 and hints[0].startswith(f"to try next: --title-queries {usable_titles(demo)} ")
     for key in ("first_stage", "base", "tuned", "train_queries", "eval_queries", "verdict"):
         assert key in report
     assert set(report["tuned"]) == {"ndcg@10", "mrr@10", "recall@100", "map"}
@@ -735,6 +741,28 @@ def test_cli_finetune_writes_model_report_and_runs_and_exits_3_when_not_better(
         assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-6)  # anyone can recompute it
     assert (out / "ndcg10_per_query.png").is_file()
     assert CrossEncoderScorer(str(out / "model")).score("bees", ["bees dance"]).raw
+
+
+def test_next_steps_name_only_what_the_run_did_not_use(demo: Path, tmp_path: Path) -> None:
+    from ce_rerank.workflows.cli._finetune import _next_steps
+
+    titled = usable_titles(demo)
+    assert 0 < titled < len(load_beir(demo).corpus)  # the demo has some titles too short to be queries
+    report: dict[str, Any] = {"first_stage_name": "bm25", "fusion": None, "titles": None}
+    args = argparse.Namespace(dataset=str(demo), first_stage="bm25")
+    plain = _next_steps(args, report)
+    assert [s.split()[:2] for s in plain] == [["--fusion", "rrf"], ["--title-queries", str(titled)]]
+    assert _next_steps(args, {**report, "fusion": {"method": "rrf"}, "titles": {"used": 3}}) == []
+    # a run file cannot retrieve for titles; a corpus without titles has none to offer
+    assert len(_next_steps(argparse.Namespace(dataset=str(demo), first_stage="run:x.run"), report)) == 1
+    bare = tmp_path / "bare"  # no title, and no sentence end to take a first sentence from
+    no_stops = str.maketrans("", "", ".?!")
+    shutil.copytree(demo, bare)
+    rows = [json.loads(line) for line in (demo / "corpus.jsonl").read_text().splitlines()]
+    bare_rows = [json.dumps({**r, "title": "", "text": r["text"].translate(no_stops)}) + "\n" for r in rows]
+    (bare / "corpus.jsonl").write_text("".join(bare_rows))
+    assert usable_titles(bare) == 0
+    assert len(_next_steps(argparse.Namespace(dataset=str(bare), first_stage="bm25"), report)) == 1
 
 
 def test_cli_finetune_scores_base_and_tuned_with_the_same_prompt_and_query_budget(

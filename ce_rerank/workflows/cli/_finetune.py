@@ -227,6 +227,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     _print_report(result.report)
+    if not result.passed:
+        for line in _next_steps(args, result.report):
+            sys.stdout.write(f"to try next: {line}\n")
     sys.stdout.write(
         f"wrote {result.output}: model/, report.json, "
         + ", ".join(f for f in result.report["files"] if f != "report.json")
@@ -305,6 +308,28 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(_fusion_line(report, fusion))
     style = "green" if report["passed"] else "red"
     console.print(f"[{style}]{report['verdict']}[/]")
+
+
+def _next_steps(args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
+    """The options that lifted runs which kept the base (``benchmarks/finetune.md``) and that this run did not use."""
+    from ..finetune._titles import usable_titles
+
+    first = report["first_stage_name"]
+    steps = []
+    if not report.get("fusion"):
+        steps.append(
+            f"--fusion rrf evaluates the rerankers fused with {first} as well; in benchmarks/finetune.md (round 15) "
+            "the fused tuned reranker ranked above BM25 alone on all four classic collections (none "
+            "significantly), where the reranker alone did not"
+        )
+    titled = 0 if report.get("titles") or args.first_stage.startswith("run:") else usable_titles(args.dataset)
+    if titled:
+        steps.append(
+            f"--title-queries {titled} trains on the corpus's {titled} usable document titles as queries too (no "
+            "labels needed); on Cranfield they made the tuned reranker pass the gate and rank above BM25 alone, "
+            "not significantly (benchmarks/finetune.md, round 16)"
+        )
+    return steps
 
 
 def _fusion_line(report: dict[str, Any], fusion: dict[str, Any]) -> str:

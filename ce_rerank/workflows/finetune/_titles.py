@@ -79,6 +79,33 @@ def _lead_sentence(text: Any) -> tuple[str, str]:
     return body[: end.start()], body[end.end() :]
 
 
+def _scan(dataset: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, str], list[str], int, int]:
+    """Each document's title (or short first sentence) and text beside it; the ids of those usable as queries."""
+    bodies: dict[str, str] = {}
+    eligible: list[str] = []
+    titles: dict[str, str] = {}
+    documents = leads = 0
+    for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
+        documents += 1
+        doc_id = str(obj["_id"])
+        title, body = _split_title(obj.get("title"), obj.get("text"))
+        if not title:
+            title, body = _lead_sentence(obj.get("text"))
+            if not title:
+                continue
+            leads += 1
+        bodies[doc_id] = body
+        titles[doc_id] = title
+        if len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS:
+            eligible.append(doc_id)
+    return bodies, titles, eligible, documents, leads
+
+
+def usable_titles(dataset: str | os.PathLike[str]) -> int:
+    """How many documents of the corpus :func:`title_queries` could make a query of."""
+    return len(_scan(dataset)[2])
+
+
 def title_queries(
     dataset: str | os.PathLike[str], *, count: int, seed: int = 13, taken: Container[str] = ()
 ) -> TitleQueries:
@@ -97,23 +124,7 @@ def title_queries(
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"title_queries must be an integer >= 1, got {count!r}")
-    bodies: dict[str, str] = {}
-    eligible: list[str] = []
-    titles: dict[str, str] = {}
-    documents = leads = 0
-    for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
-        documents += 1
-        doc_id = str(obj["_id"])
-        title, body = _split_title(obj.get("title"), obj.get("text"))
-        if not title:
-            title, body = _lead_sentence(obj.get("text"))
-            if not title:
-                continue
-            leads += 1
-        bodies[doc_id] = body
-        titles[doc_id] = title
-        if len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS:
-            eligible.append(doc_id)
+    bodies, titles, eligible, documents, leads = _scan(dataset)
     if not eligible:
         raise ValueError(
             f"title queries: none of the {documents} documents has a title (or, without one, a first sentence of "
