@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,31 +79,25 @@ def _lead_sentence(text: Any) -> tuple[str, str]:
     return body[: end.start()], body[end.end() :]
 
 
-def _scan(dataset: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, str], list[str], int, int]:
-    """Each document's title (or short first sentence) and text beside it; the ids of those usable as queries."""
-    bodies: dict[str, str] = {}
-    eligible: list[str] = []
-    titles: dict[str, str] = {}
-    documents = leads = 0
+def _titled(dataset: str | os.PathLike[str]) -> Iterator[tuple[str, str, str, bool] | None]:
+    """For each document: (id, title or short first sentence, the text beside it, whether it is a first
+    sentence), or None for a document with neither."""
     for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
-        documents += 1
         doc_id = str(obj["_id"])
         title, body = _split_title(obj.get("title"), obj.get("text"))
-        if not title:
+        lead = not title
+        if lead:
             title, body = _lead_sentence(obj.get("text"))
-            if not title:
-                continue
-            leads += 1
-        bodies[doc_id] = body
-        titles[doc_id] = title
-        if len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS:
-            eligible.append(doc_id)
-    return bodies, titles, eligible, documents, leads
+        yield (doc_id, title, body, lead) if title else None
+
+
+def _usable(title: str, body: str) -> bool:
+    return len(title.split()) >= MIN_TITLE_WORDS and len(body.split()) >= MIN_BODY_WORDS
 
 
 def usable_titles(dataset: str | os.PathLike[str]) -> int:
-    """How many documents of the corpus :func:`title_queries` could make a query of."""
-    return len(_scan(dataset)[2])
+    """How many documents of the corpus :func:`title_queries` could make a query of (read once, nothing kept)."""
+    return sum(1 for doc in _titled(dataset) if doc is not None and _usable(doc[1], doc[2]))
 
 
 def title_queries(
@@ -124,7 +118,20 @@ def title_queries(
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"title_queries must be an integer >= 1, got {count!r}")
-    bodies, titles, eligible, documents, leads = _scan(dataset)
+    bodies: dict[str, str] = {}
+    eligible: list[str] = []
+    titles: dict[str, str] = {}
+    documents = leads = 0
+    for doc in _titled(dataset):
+        documents += 1
+        if doc is None:
+            continue
+        doc_id, title, body, lead = doc
+        leads += lead
+        bodies[doc_id] = body
+        titles[doc_id] = title
+        if _usable(title, body):
+            eligible.append(doc_id)
     if not eligible:
         raise ValueError(
             f"title queries: none of the {documents} documents has a title (or, without one, a first sentence of "
