@@ -313,15 +313,15 @@ def finetune(
         )
     title_pairs = None
     if titles is not None:
+        untitled = titles.untitled(data)
         if teacher is not None:
             # The teacher ranks what the student sees: the first stage retrieves for the titles again, over the
             # documents with their titles cut off (over the titled ones, a title finds its document's and its
             # neighbours' titles, which the student is never shown).
-            bodies = titles.untitled(data)
             bodies = replace(
-                bodies,
-                queries={q: bodies.queries[q] for q in titles.queries},
-                qrels={q: bodies.qrels[q] for q in titles.queries},
+                untitled,
+                queries={q: untitled.queries[q] for q in titles.queries},
+                qrels={q: untitled.qrels[q] for q in titles.queries},
             )
             _, title_run = first_stage_run(bodies, first_stage, top_k=depth)
             title_pairs = distill_lists(
@@ -336,7 +336,7 @@ def finetune(
         else:
             # Unfiltered: a title has one judged-by-construction positive, and round 15b measured them this way.
             title_pairs = mine_pairs(
-                titles.untitled(data),
+                untitled,
                 run,
                 list(titles.queries),
                 base,

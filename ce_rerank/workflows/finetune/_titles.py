@@ -79,16 +79,15 @@ def _lead_sentence(text: Any) -> tuple[str, str]:
     return body[: end.start()], body[end.end() :]
 
 
-def _titled(dataset: str | os.PathLike[str]) -> Iterator[tuple[str, str, str, bool] | None]:
+def _titled(dataset: str | os.PathLike[str]) -> Iterator[tuple[str, str, str, bool]]:
     """For each document: (id, title or short first sentence, the text beside it, whether it is a first
-    sentence), or None for a document with neither."""
+    sentence); the title is empty for a document with neither."""
     for _, obj in _read_jsonl(Path(dataset).expanduser() / "corpus.jsonl"):
-        doc_id = str(obj["_id"])
         title, body = _split_title(obj.get("title"), obj.get("text"))
         lead = not title
         if lead:
             title, body = _lead_sentence(obj.get("text"))
-        yield (doc_id, title, body, lead) if title else None
+        yield str(obj["_id"]), title, body, lead
 
 
 def _usable(title: str, body: str) -> bool:
@@ -97,7 +96,7 @@ def _usable(title: str, body: str) -> bool:
 
 def usable_titles(dataset: str | os.PathLike[str]) -> int:
     """How many documents of the corpus :func:`title_queries` could make a query of (read once, nothing kept)."""
-    return sum(1 for doc in _titled(dataset) if doc is not None and _usable(doc[1], doc[2]))
+    return sum(_usable(title, body) for _, title, body, _ in _titled(dataset))
 
 
 def title_queries(
@@ -122,11 +121,10 @@ def title_queries(
     eligible: list[str] = []
     titles: dict[str, str] = {}
     documents = leads = 0
-    for doc in _titled(dataset):
+    for doc_id, title, body, lead in _titled(dataset):
         documents += 1
-        if doc is None:
+        if not title:
             continue
-        doc_id, title, body, lead = doc
         leads += lead
         bodies[doc_id] = body
         titles[doc_id] = title
