@@ -1,4 +1,4 @@
-"""Helpers shared by the package's HTTP clients (``RemoteScorer``, the Ollama query generator).
+"""Helpers shared by the package's HTTP clients (``RemoteScorer``, the Ollama query generator, the Ollama examples).
 
 Standard library only: the clients import httpx themselves, lazily, behind their extras.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,22 @@ if TYPE_CHECKING:
     import httpx
 
 MESSAGE_CHARS = 500  # at most this much of a server's error message goes into an exception
+
+
+def ollama_url(host: str | None = None) -> str:
+    """The Ollama base URL from ``host`` or ``OLLAMA_HOST`` (``host:port``, ``:port`` or a URL)."""
+    value = (host or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
+    if not value:
+        return "http://127.0.0.1:11434"
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+    netloc, slash, path = rest.partition("/")
+    if netloc.startswith(":"):
+        netloc = "127.0.0.1" + netloc
+    if ":" not in netloc.rpartition("]")[2]:
+        netloc += ":11434" if not sep else (":443" if scheme == "https" else ":80")
+    return f"{scheme}://{netloc}{slash}{path}"
 
 
 def redact_url(url: str) -> str:

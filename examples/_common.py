@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from ce_rerank import DEFAULT_MODEL, CrossEncoderScorer
-from ce_rerank.workflows.finetune._generate import ollama_url  # OLLAMA_HOST as host:port or URL (LlamaIndex ignores it)
+from ce_rerank._http import ollama_url  # OLLAMA_HOST as host:port or URL (LlamaIndex ignores it)
 
 DEMO_CORPUS = Path(str(resources.files("ce_rerank") / "data" / "demo"))
 DEFAULT_QUESTION = "How do honeybees tell other bees where to find flowers?"

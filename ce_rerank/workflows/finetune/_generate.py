@@ -13,12 +13,11 @@ Ollama is called over its HTTP API with ``httpx`` (``POST /api/generate``, ``GET
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..._http import server_message
+from ..._http import ollama_url, server_message
 from ..._scores import Scorer
 from ...exceptions import CeRerankError
 from ..evaluation._data import Dataset, Run, ranked_ids
@@ -51,22 +50,6 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
 
 class QueryGenerationError(CeRerankError, RuntimeError):
     """The LLM server could not be reached, does not serve the model, or answered nothing usable."""
-
-
-def ollama_url(host: str | None = None) -> str:
-    """The Ollama base URL from ``host`` or ``OLLAMA_HOST`` (``host:port``, ``:port`` or a URL)."""
-    value = (host or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
-    if not value:
-        return "http://127.0.0.1:11434"
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        scheme, rest = "http", value
-    netloc, slash, path = rest.partition("/")
-    if netloc.startswith(":"):
-        netloc = "127.0.0.1" + netloc
-    if ":" not in netloc.rpartition("]")[2]:
-        netloc += ":11434" if not sep else (":443" if scheme == "https" else ":80")
-    return f"{scheme}://{netloc}{slash}{path}"
 
 
 def build_prompt(passage: str) -> str:
