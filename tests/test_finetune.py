@@ -748,11 +748,22 @@ def test_next_steps_name_only_what_the_run_did_not_use(demo: Path, tmp_path: Pat
 
     titled = usable_titles(demo)
     assert 0 < titled < len(load_beir(demo).corpus)  # the demo has some titles too short to be queries
-    report: dict[str, Any] = {"first_stage_name": "bm25", "fusion": None, "titles": None}
+    report: dict[str, Any] = {
+        "first_stage_name": "bm25",
+        "fusion": None,
+        "titles": None,
+        "first_stage": {"ndcg@10": 0.5},
+        "base": {"ndcg@10": 0.3},
+        "training": {"learning_rate": 2e-5},
+    }
     args = argparse.Namespace(dataset=str(demo), first_stage="bm25")
     plain = _next_steps(args, report)
     assert [s.split()[:2] for s in plain] == [["--fusion", "rrf"], ["--title-queries", str(titled)]]
-    assert _next_steps(args, {**report, "fusion": {"method": "rrf"}, "titles": {"used": 3}}) == []
+    used = {**report, "fusion": {"method": "rrf"}, "titles": {"used": 3}}
+    # titles at the default rate from a base below the first stage: the higher rate of round 20
+    assert [s.split()[:2] for s in _next_steps(args, used)] == [["--learning-rate", "5e-5:"]]
+    assert _next_steps(args, {**used, "training": {"learning_rate": 5e-5}}) == []
+    assert _next_steps(args, {**used, "base": {"ndcg@10": 0.6}}) == []  # a base above the first stage
     # a run file cannot retrieve for titles; a corpus without titles has none to offer
     assert len(_next_steps(argparse.Namespace(dataset=str(demo), first_stage="run:x.run"), report)) == 1
     bare = tmp_path / "bare"  # no title, and no sentence end to take a first sentence from

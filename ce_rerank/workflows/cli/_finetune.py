@@ -310,6 +310,9 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(f"[{style}]{report['verdict']}[/]")
 
 
+_TITLES_LEARNING_RATE = "5e-5"  # what round 20 of benchmarks/finetune.md measured with --title-queries
+
+
 def _next_steps(args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
     """The options that lifted runs which kept the base (``benchmarks/finetune.md``) and that this run did not use."""
     from ..finetune._titles import usable_titles
@@ -328,6 +331,13 @@ def _next_steps(args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
             f"--title-queries {titled} trains on the corpus's {titled} usable document titles as queries too (no "
             "labels needed); on Cranfield they made the tuned reranker pass the gate and rank above BM25 alone, "
             "not significantly (benchmarks/finetune.md, round 16)"
+        )
+    below = report["base"]["ndcg@10"] < report["first_stage"]["ndcg@10"]
+    if report.get("titles") and below and report["training"]["learning_rate"] < float(_TITLES_LEARNING_RATE):
+        steps.append(
+            f"--learning-rate {_TITLES_LEARNING_RATE}: with title queries, from a base below {first} alone (as "
+            "here), it took the WikiQA model further than 2e-5 did on Cranfield and MEDLINE, to about BM25's level "
+            "(benchmarks/finetune.md, round 20); not on CISI"
         )
     return steps
 
