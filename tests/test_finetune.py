@@ -774,6 +774,18 @@ def test_next_steps_name_only_what_the_run_did_not_use(demo: Path, tmp_path: Pat
     (bare / "corpus.jsonl").write_text("".join(bare_rows))
     assert usable_titles(bare) == 0
     assert len(_next_steps(argparse.Namespace(dataset=str(bare), first_stage="bm25"), report)) == 1
+    # the dev test kept the base on a handful of dev queries after a rise: a larger dev set (round 21)
+    test = {"delta": 0.2153, "p_value": 0.16}
+    missed = {**used, "base": {"ndcg@10": 0.6}, "training": {"learning_rate": 5e-5}}
+    missed["training"]["dev"] = {"queries": 5, "kept": "base", "test": test}
+    few = argparse.Namespace(dataset=str(demo), first_stage="bm25", dev_fraction=0.2)
+    (hint,) = _next_steps(few, missed)
+    assert hint.startswith("--dev-fraction 0.5: the dev test kept the base on only 5 dev queries (best step +0.2153")
+    assert _next_steps(argparse.Namespace(**{**vars(few), "dev_fraction": 0.5}), missed) == []  # already used
+    for dev in ({"queries": 27}, {"kept": "step 221"}, {"test": {"delta": -0.01, "p_value": 0.5}}):
+        other = {**missed, "training": {**missed["training"], "dev": {**missed["training"]["dev"], **dev}}}
+        assert _next_steps(few, other) == []  # enough dev queries; a step kept; no rise to miss
+    assert _next_steps(few, {**missed, "training": {"learning_rate": 5e-5, "dev": None}}) == []  # no dev set
 
 
 def test_cli_finetune_scores_base_and_tuned_with_the_same_prompt_and_query_budget(
