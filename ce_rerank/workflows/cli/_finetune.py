@@ -312,7 +312,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 _TITLES_LEARNING_RATE = "5e-5"  # what round 20 of benchmarks/finetune.md measured with --title-queries
 _FEW_DEV_QUERIES = 10  # below this, the dev test rarely tells a real rise from luck (benchmarks/finetune.md, round 21)
-_DEV_FRACTION = "0.5"  # what round 21 measured on MEDLINE, whose 5 dev queries had kept the base
+_DEV_FRACTION = 0.5  # what round 21 measured on MEDLINE, whose 5 dev queries had kept the base
 
 
 def _next_steps(args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
@@ -344,9 +344,9 @@ def _next_steps(args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
     dev = report["training"].get("dev") or {}
     test = dev.get("test") or {}
     missed = dev.get("kept") == "base" and test.get("delta", 0) > 0  # the best step rose, not significantly
-    if missed and dev["queries"] < _FEW_DEV_QUERIES and args.dev_fraction < float(_DEV_FRACTION):
+    if missed and dev["queries"] < _FEW_DEV_QUERIES and args.dev_fraction < _DEV_FRACTION:
         steps.append(
-            f"--dev-fraction {_DEV_FRACTION}: the dev test kept the base on only {dev['queries']} dev queries (best "
+            f"--dev-fraction {_DEV_FRACTION:g}: the dev test kept the base on only {dev['queries']} dev queries (best "
             f"step {test['delta']:+.4f}, p={test['p_value']:.2g}); with half the training queries as dev queries, "
             "MEDLINE's runs kept a step on all four splits and ended above BM25 alone on three "
             "(benchmarks/finetune.md, round 21), at the cost of fewer queries to train on"
