@@ -681,7 +681,7 @@ def test_paired_comparison_counts_changes_and_matches_scipy() -> None:
     assert (same.p_value, same.t, same.same) == (1.0, 0.0, 4)
 
 
-def test_gate_passes_only_a_reranker_better_than_the_base_on_held_out_ndcg() -> None:
+def test_gate_passes_only_a_reranker_better_than_the_base_on_held_out_ndcg(capsys: pytest.CaptureFixture[str]) -> None:
     data = load_beir(DEMO)
     run = {q: {d: 1.0 for d in data.corpus} for q in data.judged_queries}
     relevant = {d for q in data.judged_queries for d, g in data.qrels[q].items() if g >= 1}
@@ -693,6 +693,11 @@ def test_gate_passes_only_a_reranker_better_than_the_base_on_held_out_ndcg() -> 
     assert up.passed and up.verdict.startswith("tuned reranker is better than the base: held-out NDCG@10")
     assert not down.passed and "NOT better than the base" in down.verdict and down.verdict.endswith("do not ship it")
     assert up.metrics["tuned"]["ndcg@10"] > up.metrics["base"]["ndcg@10"]
+    # with progress on, each pass's bar says which model it scores (they used to read alike)
+    capsys.readouterr()
+    ft.run_gate(data, run, data.judged_queries, good, bad, progress=True, **kwargs)
+    err = capsys.readouterr().err
+    assert "held-out queries, base model" in err and "held-out queries, tuned model" in err
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -72,6 +72,7 @@ def rerank_run(
     candidates: int | None = None,
     progress: bool = False,
     top_n: int | None = None,
+    label: str | None = None,
 ) -> Run:
     """Rerank the ``candidates`` best documents of each query of ``run``; the rest keep their order below.
 
@@ -84,6 +85,7 @@ def rerank_run(
         candidates: how many candidates per query go to the scorer (default 100).
         progress: show a progress bar on stderr (needs ``rich``).
         top_n: the 0.1 name of ``candidates``, still accepted.
+        label: the progress bar's text (default ``"reranking DATASET"``).
 
     Returns:
         A run whose scores order each query's documents: the reranked candidates carry the
@@ -105,7 +107,7 @@ def rerank_run(
             "check that the run belongs to this dataset"
         )
     out: Run = {}
-    for qid, scores in tracked(run.items(), f"reranking {dataset.name}", progress):
+    for qid, scores in tracked(run.items(), label or f"reranking {dataset.name}", progress):
         order = ranked_ids(scores)
         head, tail = order[:n], order[n:]
         ranked: list[RankedCandidate] = (

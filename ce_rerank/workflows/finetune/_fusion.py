@@ -102,7 +102,8 @@ def choose_rrf_weights(
     started = time.monotonic()
     runs = {q: first_stage.get(q, {}) for q in qids}
     memo = _Memo(scorer)
-    rerank_run(dataset, runs, memo, candidates=candidates, progress=progress)  # scores every pair once
+    # scores every pair once; the shares below only re-sort them
+    rerank_run(dataset, runs, memo, candidates=candidates, progress=progress, label="choosing fusion weights")
     grid: dict[float, float] = {}
     for s in shares:
         fused = rerank_run(

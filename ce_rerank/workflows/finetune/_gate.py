@@ -97,7 +97,14 @@ def run_gate(
     runs: dict[str, Run] = {"first_stage": fs}
     scorers = {"base": _Memo(base), "tuned": _Memo(tuned)}
     for name, scorer in scorers.items():
-        runs[name] = rerank_run(dataset, fs, Reranker(scorer, top_n=None), candidates=candidates, progress=progress)
+        runs[name] = rerank_run(
+            dataset,
+            fs,
+            Reranker(scorer, top_n=None),
+            candidates=candidates,
+            progress=progress,
+            label=f"held-out queries, {name} model",
+        )
     if fusion is not None:
         for name, scorer in scorers.items():
             runs[f"{name}+{fusion}"] = rerank_run(
